@@ -1,0 +1,176 @@
+# jobq — build, test, run. `make help` lists the targets.
+#
+# Sources are found by directory, so a new file needs no edit here:
+#   common/   code both binaries link (must not include runtime headers)
+#   daemon/   jobqd (daemon/main.c holds main), daemon/runtime/ the runtime
+#   client/   jobq
+#   tests/test_<subsystem>.c   one cmocka binary each, linked with everything
+#   tests/tools/<tool>.c       helper programs the integration tests drive
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+ARCH ?= $(shell uname -m)
+BUILD ?= build
+PREFIX ?= /usr/local
+DESTDIR ?=
+SAN ?=
+OPT ?= -O2
+
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PKGS := libevent_core libevent_extra sqlite3 libcjson
+TEST_PKGS := cmocka
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wno-unused-parameter -Wvla -Wformat=2
+CPPFLAGS_ALL := -Iinclude -D_GNU_SOURCE -DJOBQ_VERSION='"$(VERSION)"' \
+	-DJOBQ_GIT_REV='"$(GIT_REV)"' $(CPPFLAGS)
+CFLAGS_ALL := -std=c17 $(OPT) -g -pthread -fno-strict-aliasing $(WARN) $(CFLAGS)
+LDFLAGS_ALL := -pthread $(LDFLAGS)
+
+ifeq ($(SAN),asan)
+CFLAGS_ALL += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_ALL += -fsanitize=address,undefined
+CPPFLAGS_ALL += -DJOBQ_ASAN=1
+else ifeq ($(SAN),tsan)
+CFLAGS_ALL += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS_ALL += -fsanitize=thread
+CPPFLAGS_ALL += -DJOBQ_TSAN=1
+endif
+
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+TEST_LIBS = $(shell $(PKG_CONFIG) --libs $(TEST_PKGS) 2>/dev/null)
+
+RUNTIME_SRC := $(wildcard daemon/runtime/*.c daemon/runtime/switch_$(ARCH).S)
+COMMON_SRC := $(wildcard common/*.c)
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+CLIENT_SRC := $(wildcard client/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+
+obj = $(patsubst %,$(BUILD)/obj/%.o,$(basename $(1)))
+
+RUNTIME_OBJ := $(call obj,$(RUNTIME_SRC))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
+CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
+
+LIBRUNTIME := $(BUILD)/libjobqrt.a
+LIBCOMMON := $(BUILD)/libjobqcommon.a
+LIBDAEMON := $(BUILD)/libjobqd.a
+
+.PHONY: all deps run test check asan tsan bench bench-runtime bench-store bench-e2e bench-peers \
+	install clean format format-check test-aarch64 help tools tests
+
+BINS := $(if $(wildcard daemon/main.c),$(BUILD)/jobqd) $(if $(CLIENT_SRC),$(BUILD)/jobq)
+
+all: $(BINS)
+
+help:
+	@echo "make            build build/jobqd and build/jobq"
+	@echo "make run        install missing packages, build, run jobqd on ./var in the foreground"
+	@echo "make test       install missing packages, build, run every test suite"
+	@echo "make asan|tsan  the whole suite under AddressSanitizer+UBSan / ThreadSanitizer"
+	@echo "make bench      every benchmark (bench-runtime, bench-store, bench-e2e, bench-peers)"
+	@echo "make install    PREFIX=$(PREFIX) DESTDIR=..."
+	@echo "make format     clang-format every C file"
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.S
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(LIBRUNTIME): $(RUNTIME_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIBCOMMON): $(COMMON_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIBDAEMON): $(DAEMON_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/jobqd: $(BUILD)/obj/daemon/main.o $(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/jobq: $(CLIENT_OBJ) $(LIBCOMMON)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(shell $(PKG_CONFIG) --libs libcjson) -lm
+
+$(BUILD)/tests/%: tests/%.c $(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes $(PKG_CFLAGS) -Itests -o $@ $< \
+		$(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON) $(LDFLAGS_ALL) $(PKG_LIBS) $(TEST_LIBS) -lm
+
+$(BUILD)/tools/%: tests/tools/%.c $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes $(PKG_CFLAGS) -o $@ $< \
+		$(LIBCOMMON) $(LDFLAGS_ALL) $(PKG_LIBS) -lm
+
+tests: $(TEST_BIN)
+tools: $(TOOL_BIN)
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p var
+	@echo "jobqd: state in ./var; point the client at it with:"
+	@echo "  export JOBQ_SOCKET=$(CURDIR)/var/jobq.sock   # or: build/jobq --socket var/jobq.sock ..."
+	exec $(BUILD)/jobqd --state-dir ./var --foreground
+
+test: deps
+	@$(MAKE) --no-print-directory all tests tools
+	@scripts/run-tests.sh $(BUILD)
+
+check: test
+
+asan:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=asan OPT=-O1 all tests tools
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+		JOBQ_SANITIZER=asan scripts/run-tests.sh build/asan
+
+tsan:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=tsan OPT=-O1 all tests tools
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+		JOBQ_SANITIZER=tsan scripts/run-tests.sh build/tsan
+
+test-aarch64:
+	@scripts/deps.sh aarch64
+	@$(MAKE) --no-print-directory BUILD=build/aarch64 ARCH=aarch64 CC=aarch64-linux-gnu-gcc \
+		PKG_CONFIG="scripts/pkg-config-aarch64.sh" build/aarch64/tests/test_runtime
+	qemu-aarch64-static -L /usr/aarch64-linux-gnu build/aarch64/tests/test_runtime
+
+bench: bench-runtime bench-store bench-e2e bench-peers
+
+bench-runtime bench-store bench-e2e bench-peers: deps
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT=-O2 all tools
+	@bench/run.sh $(@:bench-%=%) build/bench
+
+install: all
+	scripts/install.sh "$(DESTDIR)" "$(PREFIX)" "$(BUILD)"
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,90 @@
+/*
+ * limits — every size, count and time limit of jobq in one place, each with
+ * its reason and its unit in the name, so they are reviewed together.
+ */
+#ifndef JOBQ_LIMITS_H
+#define JOBQ_LIMITS_H
+
+/* ---- runtime ---------------------------------------------------------- */
+
+/* Usable stack of a coroutine. 64 KiB because nothing deep runs on a
+ * coroutine: SQLite runs on the writer thread and the blocking pool, JSON
+ * nesting is capped (JOBQ_JSON_MAX_DEPTH) before cJSON recurses, and the
+ * deepest path measured (request handling with snprintf and cJSON_Print)
+ * stays under 16 KiB. Only touched pages cost memory (a parked coroutine
+ * that touched 1 KiB costs one 4 KiB page), so the size is address space,
+ * not RSS. */
+#define JOBQ_CORO_STACK_BYTES (64 * 1024)
+/* Smallest stack accepted by rt_opts: the entry frame, the canary and a
+ * signal-free call chain of a few frames. */
+#define JOBQ_CORO_STACK_MIN_BYTES (16 * 1024)
+/* Names in stats, leak reports and crash messages. */
+#define JOBQ_CORO_NAME_BYTES 32
+/* Bytes at the low end of every stack filled with a pattern and verified at
+ * each switch: catches an overflow that skipped or preceded a guard page. */
+#define JOBQ_CORO_CANARY_BYTES 64
+/* Stacks mapped per mmap call: one mapping (one VMA) serves this many
+ * stacks, so a million coroutines cost a few thousand map entries. */
+#define JOBQ_CORO_STACKS_PER_SLAB 64
+/* Free stacks a scheduler thread keeps for reuse before returning a batch
+ * to the shared pool; the shared pool releases memory (MADV_DONTNEED)
+ * beyond JOBQ_CORO_POOL_KEEP stacks. */
+#define JOBQ_CORO_CACHE_STACKS 64
+#define JOBQ_CORO_POOL_KEEP 1024
+/* A new coroutine stays on the spawner's thread unless that thread has
+ * more than this many live coroutines above the least-loaded thread:
+ * keeps hand-offs local (cache-hot) while bursts still spread out. */
+#define JOBQ_SPAWN_LOCAL_SLACK 4
+/* Coroutine switches between two polls of the event loop while a thread
+ * stays busy: bounds how long ready fds and timers wait behind CPU work. */
+#define JOBQ_SCHED_POLL_EVERY 61
+/* How long an idle scheduler thread spins on its remote queue before it
+ * sleeps in epoll: a cross-thread hand-off that lands within it costs a
+ * cache-line transfer instead of an eventfd write and a futex wake-up. */
+#define JOBQ_SCHED_SPIN_NS 20000
+/* Helper threads of the blocking pool (file I/O, SQLite reads). */
+#define JOBQ_BLOCKING_THREADS 4
+
+/* ---- protocol --------------------------------------------------------- */
+
+/* Larger request lines get an error reply and the connection is closed;
+ * 1 MiB holds a batch of 1000 ordinary job specs. */
+#define JOBQ_REQUEST_MAX_BYTES (1024 * 1024)
+/* JSON nesting allowed in a request. Job specs need 3 levels; the check
+ * runs before cJSON, whose parser recurses per level on a coroutine stack. */
+#define JOBQ_JSON_MAX_DEPTH 32
+/* Requests of one connection being handled at once (pipelining); beyond it
+ * the server stops reading that connection until replies drain. */
+#define JOBQ_CONN_INFLIGHT_MAX 256
+/* Job specs in one `submit --batch` request. */
+#define JOBQ_BATCH_MAX_JOBS 10000
+
+/* ---- job specs -------------------------------------------------------- */
+
+/* Command and arguments together, bytes: ARG_MAX-sized commands belong in a
+ * script file, not in the queue. */
+#define JOBQ_COMMAND_MAX_BYTES (256 * 1024)
+/* Arguments in a command. */
+#define JOBQ_COMMAND_MAX_ARGS 4096
+/* Environment entries of a job together, bytes. */
+#define JOBQ_ENV_MAX_BYTES (64 * 1024)
+/* Job names, queue names, unique keys, cwd: shown in tables and logs. */
+#define JOBQ_NAME_MAX_BYTES 200
+#define JOBQ_CWD_MAX_BYTES 4096
+/* Attempts a job may ask for. */
+#define JOBQ_ATTEMPTS_MAX 1000
+/* Priority range; higher runs first. */
+#define JOBQ_PRIORITY_MIN (-1000000)
+#define JOBQ_PRIORITY_MAX 1000000
+/* Longest timeout, backoff or delay accepted, ms (10 years). */
+#define JOBQ_DURATION_MAX_MS (10LL * 366 * 24 * 3600 * 1000)
+
+/* ---- execution -------------------------------------------------------- */
+
+/* Captured output kept per attempt; the rest is counted and dropped, and
+ * the truncation is marked in the log and in `show`. */
+#define JOBQ_LOG_CAP_BYTES (10 * 1024 * 1024)
+/* Between SIGTERM to a job's process group and SIGKILL. */
+#define JOBQ_KILL_GRACE_MS 5000
+
+#endif
