@@ -67,7 +67,7 @@ LIBCOMMON := $(BUILD)/libjobqcommon.a
 LIBDAEMON := $(BUILD)/libjobqd.a
 
 .PHONY: all deps run test check asan tsan bench bench-runtime bench-store bench-e2e bench-peers \
-	install clean format format-check test-aarch64 help tools tests
+	install clean format format-check test-aarch64 help tools tests benches
 
 BINS := $(if $(wildcard daemon/main.c),$(BUILD)/jobqd) $(if $(CLIENT_SRC),$(BUILD)/jobq)
 
@@ -121,8 +121,18 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIBCOMMON)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes $(PKG_CFLAGS) -o $@ $< \
 		$(LIBCOMMON) $(LDFLAGS_ALL) $(PKG_LIBS) -lm
 
+# Benchmark programs: bench/<area>/*.c, each a binary linked with everything.
+BENCH_SRC := $(wildcard bench/*/*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+$(BUILD)/bench/%: bench/%.c $(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes $(PKG_CFLAGS) -o $@ $< \
+		$(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON) $(LDFLAGS_ALL) $(PKG_LIBS) -lm
+
 tests: $(TEST_BIN)
 tools: $(TOOL_BIN)
+benches: $(BENCH_BIN)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -158,7 +168,7 @@ test-aarch64:
 bench: bench-runtime bench-store bench-e2e bench-peers
 
 bench-runtime bench-store bench-e2e bench-peers: deps
-	@$(MAKE) --no-print-directory BUILD=build/bench OPT=-O2 all tools
+	@$(MAKE) --no-print-directory BUILD=build/bench OPT=-O2 all tools benches
 	@bench/run.sh $(@:bench-%=%) build/bench
 
 install: all
