@@ -87,4 +87,44 @@
 /* Between SIGTERM to a job's process group and SIGKILL. */
 #define JOBQ_KILL_GRACE_MS 5000
 
+/* ---- logging ---------------------------------------------------------- */
+
+/* A log line, bytes, newline included. PIPE_BUF on Linux: a line is one
+ * write(2), and a write of at most PIPE_BUF bytes to a pipe (journald,
+ * `kubectl logs`, a shell pipeline) is never interleaved with another
+ * process's. Longer lines are cut at a field boundary and marked
+ * truncated=true. log_emit keeps two buffers of this size on the stack
+ * (about 8 KiB of a 64 KiB coroutine stack). */
+#define JOBQ_LOG_LINE_MAX_BYTES 4096
+/* One value quoted by log_q(): commands, paths and error texts longer than
+ * this are cut and end in "..."; the whole value is in `show`. The buffer
+ * lives on the caller's stack, once per log_q() in the statement. */
+#define JOBQ_LOG_VALUE_MAX_BYTES 512
+
+/* ---- configuration ---------------------------------------------------- */
+
+/* A config file larger than this is refused: a real one is a few hundred
+ * bytes, and the whole file is read into memory before it is parsed. */
+#define JOBQ_CONFIG_FILE_MAX_BYTES (1024 * 1024)
+/* Queues given per-queue concurrency with --queue (all sources merged). */
+#define JOBQ_CONFIG_QUEUES_MAX 1024
+/* --threads: scheduler threads, each with an event base and a notify fd. */
+#define JOBQ_THREADS_MAX 1024
+/* --concurrency and per-queue limits: each running job is a process with a
+ * pidfd and a log fd, so the process table and RLIMIT_NOFILE bind long
+ * before this does. */
+#define JOBQ_CONCURRENCY_MAX 1000000
+/* --max-queued: jobs waiting in the store before submit is refused. */
+#define JOBQ_QUEUED_MAX 1000000000
+/* --max-connections: one fd and one coroutine each. */
+#define JOBQ_CONNECTIONS_MAX 1000000
+/* --log-cap: captured output per attempt, bytes (1 TiB). */
+#define JOBQ_LOG_CAP_MAX_BYTES (1LL << 40)
+/* --kill-grace: SIGTERM to SIGKILL, ms; an hour is already a hung job. */
+#define JOBQ_KILL_GRACE_MAX_MS (3600LL * 1000)
+/* --request-timeout: below 10 ms a healthy client on a loaded host would
+ * be cut off mid-message; above a day it protects nothing. */
+#define JOBQ_REQUEST_TIMEOUT_MIN_MS 10
+#define JOBQ_REQUEST_TIMEOUT_MAX_MS (86400LL * 1000)
+
 #endif
