@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "jobq/limits.h"
+
 enum job_state {
     JOB_SCHEDULED, /* waiting for its first run time */
     JOB_QUEUED,    /* ready to run */
@@ -46,6 +48,8 @@ const char *job_outcome_name(enum job_outcome o);
 /* Returns 0 and sets *s, or -EINVAL for an unknown name. Borrows name. */
 int job_state_parse(const char *name, enum job_state *s);
 bool job_state_terminal(enum job_state s);
+/* Returns 0 and sets *o, or -EINVAL for an unknown name. Borrows name. */
+int job_outcome_parse(const char *name, enum job_outcome *o);
 
 /* What a client submits. Every pointer is owned by the spec
  * (job_spec_free); arrays are NULL-terminated. */
@@ -70,6 +74,13 @@ struct job_spec {
 
 void job_spec_free(struct job_spec *spec);
 
+/*
+ * Checks a spec against limits.h before it reaches the store: sizes, UTF-8
+ * in every string, an empty command, numbers out of range. Returns 0, or
+ * -EINVAL with a one-line reason in why. Borrows spec.
+ */
+int job_spec_validate(const struct job_spec *spec, char *why, size_t whylen);
+
 /* One attempt as stored. */
 struct job_attempt {
     int32_t attempt;     /* 1-based */
@@ -82,6 +93,9 @@ struct job_attempt {
     int64_t log_bytes;   /* captured output kept */
     bool log_truncated;  /* output beyond the cap was dropped */
     int32_t pgid;        /* process group while running, 0 if none */
+    /* Kernel boot id when the attempt started: a pgid from another boot
+     * names no leftover process. Empty if unknown. */
+    char boot_id[JOBQ_BOOT_ID_BYTES];
 };
 
 /* A job as stored, with its spec. Owned by the caller (job_free). */
@@ -90,6 +104,9 @@ struct job {
     struct job_spec spec;
     enum job_state state;
     int32_t attempt;     /* attempts started so far */
+    /* Attempts interrupted by the daemon stopping: they do not use up the
+     * budget, which is max_attempts - (attempt - interrupted). */
+    int32_t interrupted;
     int64_t created_at;
     int64_t started_at;  /* first attempt's start, 0 if never started */
     int64_t finished_at; /* when it became terminal, 0 if not */
@@ -99,6 +116,7 @@ struct job {
     int32_t exit_code;   /* -1 if none */
     int32_t signal;
     char *error;         /* owned; NULL if none */
+    bool log_truncated;  /* the last finished attempt's output went over the cap */
     /* Filled by store_job_get only; NULL/0 elsewhere. Owned. */
     struct job_attempt *attempts;
     int32_t nattempts;

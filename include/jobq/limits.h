@@ -127,4 +127,43 @@
 #define JOBQ_REQUEST_TIMEOUT_MIN_MS 10
 #define JOBQ_REQUEST_TIMEOUT_MAX_MS (86400LL * 1000)
 
+/* ---- store ------------------------------------------------------------ */
+
+/* Kernel boot id (a 36-character UUID) stored with each attempt, NUL
+ * included, with room to spare. */
+#define JOBQ_BOOT_ID_BYTES 40
+/* Requests the writer thread puts in one transaction (group commit): large
+ * enough that 64 concurrent submitters share one fsync, small enough that a
+ * burst does not hold every requester behind one huge COMMIT. */
+#define JOBQ_STORE_BATCH_MAX_REQS 1024
+/* Scheduled and retrying jobs made ready by one claim: keeps a claim O(K)
+ * even when a million jobs fall due at once; the rest follow next claim. */
+#define JOBQ_STORE_PROMOTE_MAX 1000
+/* Jobs one claim may return: a claim is one transaction on the writer. */
+#define JOBQ_STORE_CLAIM_MAX 1024
+/* Rows one purge transaction deletes, so a purge of millions never holds
+ * the writer (and every submitter behind it) for long. */
+#define JOBQ_STORE_PURGE_CHUNK 1000
+/* Read connections (get, list, stats): one per blocking-pool thread, plus
+ * one for callers on plain threads. */
+#define JOBQ_STORE_READERS (JOBQ_BLOCKING_THREADS + 1)
+/* How long a statement waits for a lock held by another connection before
+ * it fails with a storage error, ms. Only a checkpoint or a foreign process
+ * (the sqlite3 shell) can hold one: jobqd has a single writer. */
+#define JOBQ_STORE_BUSY_TIMEOUT_MS 5000
+/* wal_checkpoint(RESTART) after this many commits, or after the writer has
+ * been idle this long with commits since the last one: with short readers
+ * the WAL restarts from its beginning and stays near journal_size_limit. */
+#define JOBQ_STORE_CHECKPOINT_COMMITS 1000
+#define JOBQ_STORE_CHECKPOINT_IDLE_MS 1000
+/* The WAL file is truncated back to this size after a checkpoint. */
+#define JOBQ_STORE_WAL_LIMIT_BYTES (64 * 1024 * 1024)
+/* Page cache of the writer connection, KiB: holds the hot index pages of a
+ * million-job table (ready and due indexes, counters). */
+#define JOBQ_STORE_CACHE_KIB (32 * 1024)
+/* Page cache of each read connection, KiB. */
+#define JOBQ_STORE_READ_CACHE_KIB (4 * 1024)
+/* Jobs one list call returns. */
+#define JOBQ_STORE_LIST_MAX 10000
+
 #endif

@@ -1,0 +1,998 @@
+/*
+ * store — the front the daemon calls. It owns one writer thread with the
+ * only write connection, and a small pool of read connections. A write
+ * call becomes a request on the writer's queue and its caller parks on a
+ * wait group; the writer takes everything pending, runs it in one
+ * transaction with a savepoint per request (one request's failure undoes
+ * only that request), commits once for all of them (group commit: one
+ * fsync for many callers) and only then wakes each caller with its own
+ * result. If the commit fails, every request of the group gets the storage
+ * error and nothing was acknowledged. Reads run on the runtime's blocking
+ * pool (or inline on a plain thread), never on a scheduler thread. The
+ * database behind it is a struct store_backend_ops (store_sqlite.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jobq/limits.h"
+#include "jobq/runtime.h"
+#include "jobq/store.h"
+
+/* A write request. It lives on its caller's stack, which stays put while
+ * the caller is parked, so the writer reads and writes it in place. */
+struct store_req {
+    struct store_req *next;
+    /* Runs on the writer inside the request's savepoint. */
+    int (*fn)(struct store *st, struct store_conn *w, void *arg);
+    void *arg;
+    int rc;
+    struct wg *wg;
+};
+
+struct store {
+    const struct store_backend_ops *ops;
+    struct store_opts opts; /* path and boot_id point into our copies */
+    char *path;
+    char boot_id[JOBQ_BOOT_ID_BYTES];
+    uint64_t seed;
+
+    /* The writer and its queue (mu guards head, tail, stopping, idle). */
+    struct store_conn *w;
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct store_req *head, *tail;
+    bool stopping;
+    bool idle; /* the writer is waiting on cv: signal it */
+    /* Writer-thread only. */
+    int64_t pending; /* scheduled + queued + retrying, refreshed per group */
+    uint64_t since_checkpoint;
+
+    /* Read connections, opened on demand up to nreaders. */
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    struct store_conn **rfree;
+    int nfree, nopen, nreaders;
+
+    _Atomic int64_t max_queued;
+    _Atomic uint64_t commits, commit_failures, requests, max_group, checkpoints, commit_ns;
+};
+
+bool
+store_error_is_storage(int rc)
+{
+    switch (rc) {
+    case -ENOSPC:
+    case -EIO:
+    case -ETIMEDOUT:
+    case -ENOMEM:
+    case -EROFS:
+    case -EACCES:
+        return true;
+    default:
+        return false;
+    }
+}
+
+const struct store_backend_ops *
+store_backend_find(const char *name)
+{
+    static const struct store_backend_ops *const backends[] = {&store_sqlite_ops};
+
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+        if (name == NULL || strcmp(name, backends[i]->name) == 0)
+            return backends[i];
+    return NULL;
+}
+
+static int64_t
+mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- the writer -------------------------------------------------------- */
+
+static void
+fail_group(struct store_req *batch, int rc)
+{
+    for (struct store_req *r = batch; r != NULL; r = r->next)
+        r->rc = rc;
+}
+
+/* One group: BEGIN, each request in its savepoint, COMMIT. */
+static void
+run_group(struct store *st, struct store_req *batch, uint64_t n)
+{
+    const struct store_backend_ops *ops = st->ops;
+    int64_t t0;
+    int broken = 0, rc;
+
+    if ((rc = ops->txn(st->w, STORE_BEGIN)) < 0) {
+        fail_group(batch, rc);
+        atomic_fetch_add(&st->commit_failures, 1);
+        return;
+    }
+    if (atomic_load(&st->max_queued) > 0 && (rc = ops->pending(st->w, &st->pending)) < 0)
+        broken = rc;
+    for (struct store_req *r = batch; r != NULL && !broken; r = r->next) {
+        if ((rc = ops->txn(st->w, STORE_SAVEPOINT)) < 0) {
+            broken = rc;
+            break;
+        }
+        r->rc = r->fn(st, st->w, r->arg);
+        if (r->rc < 0) {
+            /* A storage error may have rolled the transaction back under
+             * us: then the earlier requests are gone too. */
+            if (store_error_is_storage(r->rc))
+                broken = r->rc;
+            else if ((rc = ops->txn(st->w, STORE_ROLLBACK_TO)) < 0)
+                broken = store_error_is_storage(rc) ? rc : -EIO;
+        } else if ((rc = ops->txn(st->w, STORE_RELEASE)) < 0) {
+            broken = rc;
+        }
+    }
+    if (broken) {
+        ops->txn(st->w, STORE_ROLLBACK);
+        fail_group(batch, broken);
+        atomic_fetch_add(&st->commit_failures, 1);
+        return;
+    }
+    t0 = mono_ns();
+    if ((rc = ops->txn(st->w, STORE_COMMIT)) < 0) {
+        /* Not on disk: nobody may be told otherwise. */
+        fail_group(batch, rc);
+        atomic_fetch_add(&st->commit_failures, 1);
+        return;
+    }
+    atomic_fetch_add(&st->commit_ns, (uint64_t)(mono_ns() - t0));
+    atomic_fetch_add(&st->commits, 1);
+    atomic_fetch_add(&st->requests, n);
+    if (n > atomic_load(&st->max_group))
+        atomic_store(&st->max_group, n);
+    st->since_checkpoint++;
+}
+
+static void
+checkpoint(struct store *st)
+{
+    /* -EAGAIN: a reader was in the way; the next idle period retries. */
+    if (st->ops->maintain(st->w) == 0)
+        atomic_fetch_add(&st->checkpoints, 1);
+    st->since_checkpoint = 0;
+}
+
+static void
+wait_idle(struct store *st)
+{
+    int idle_ms = st->opts.checkpoint_idle_ms > 0 ? st->opts.checkpoint_idle_ms
+                                                  : JOBQ_STORE_CHECKPOINT_IDLE_MS;
+    struct timespec ts;
+
+    st->idle = true;
+    if (st->since_checkpoint == 0) {
+        pthread_cond_wait(&st->cv, &st->mu);
+    } else {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += idle_ms / 1000;
+        ts.tv_nsec += (long)(idle_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (pthread_cond_timedwait(&st->cv, &st->mu, &ts) == ETIMEDOUT && st->head == NULL) {
+            /* Idle with commits since the last checkpoint: restart the
+             * WAL now, while nobody waits on the writer. */
+            st->idle = false;
+            pthread_mutex_unlock(&st->mu);
+            checkpoint(st);
+            pthread_mutex_lock(&st->mu);
+        }
+    }
+    st->idle = false;
+}
+
+static void *
+writer_main(void *arg)
+{
+    struct store *st = arg;
+    uint64_t every = st->opts.checkpoint_commits > 0 ? (uint64_t)st->opts.checkpoint_commits
+                                                     : JOBQ_STORE_CHECKPOINT_COMMITS;
+
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        struct store_req *batch, *last, *r, *next;
+        uint64_t n = 1;
+
+        while (st->head == NULL && !st->stopping)
+            wait_idle(st);
+        if (st->head == NULL)
+            break; /* stopping, and everything is answered */
+        /* Everything pending, up to a bound that keeps one COMMIT short. */
+        batch = last = st->head;
+        while (last->next != NULL && n < JOBQ_STORE_BATCH_MAX_REQS) {
+            last = last->next;
+            n++;
+        }
+        st->head = last->next;
+        if (st->head == NULL)
+            st->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&st->mu);
+
+        run_group(st, batch, n);
+        for (r = batch; r != NULL; r = next) {
+            next = r->next; /* r is gone once its caller wakes */
+            wg_done(r->wg);
+        }
+        if (st->since_checkpoint >= every)
+            checkpoint(st);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+/* Queues req and parks the caller until the writer has committed (or
+ * failed) the group that carried it. Returns req's result. */
+static int
+store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void *), void *arg)
+{
+    struct store_req req = {.fn = fn, .arg = arg, .rc = -EIO};
+    bool wake;
+    int rc;
+
+    if ((rc = wg_new(&req.wg)) < 0)
+        return rc;
+    wg_add(req.wg, 1);
+    pthread_mutex_lock(&st->mu);
+    if (st->stopping) {
+        pthread_mutex_unlock(&st->mu);
+        wg_free(req.wg);
+        return -ESHUTDOWN;
+    }
+    if (st->tail != NULL)
+        st->tail->next = &req;
+    else
+        st->head = &req;
+    st->tail = &req;
+    /* A busy writer finds the request when its group ends: no wake-up. */
+    wake = st->idle;
+    st->idle = false;
+    pthread_mutex_unlock(&st->mu);
+    if (wake)
+        pthread_cond_signal(&st->cv);
+    /* No context: a commit is never abandoned halfway, and the request
+     * lives on this stack until the writer is done with it. */
+    wg_wait(req.wg, NULL, RT_FOREVER);
+    wg_free(req.wg);
+    return req.rc;
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+static int
+reader_get(struct store *st, struct store_conn **out)
+{
+    char why[256];
+    int rc;
+
+    pthread_mutex_lock(&st->rmu);
+    while (st->nfree == 0 && st->nopen >= st->nreaders)
+        pthread_cond_wait(&st->rcv, &st->rmu);
+    if (st->nfree > 0) {
+        *out = st->rfree[--st->nfree];
+        pthread_mutex_unlock(&st->rmu);
+        return 0;
+    }
+    st->nopen++; /* a slot for the one we open, outside the lock */
+    pthread_mutex_unlock(&st->rmu);
+    if ((rc = st->ops->open(&st->opts, STORE_READER, out, why, sizeof(why))) < 0) {
+        pthread_mutex_lock(&st->rmu);
+        st->nopen--;
+        pthread_cond_signal(&st->rcv);
+        pthread_mutex_unlock(&st->rmu);
+    }
+    return rc;
+}
+
+static void
+reader_put(struct store *st, struct store_conn *c)
+{
+    pthread_mutex_lock(&st->rmu);
+    st->rfree[st->nfree++] = c;
+    pthread_cond_signal(&st->rcv);
+    pthread_mutex_unlock(&st->rmu);
+}
+
+struct read_call {
+    struct store *st;
+    int (*fn)(struct store_conn *c, void *arg);
+    void *arg;
+};
+
+static int
+read_run(void *arg)
+{
+    struct read_call *rc = arg;
+    struct store_conn *c;
+    int r;
+
+    if ((r = reader_get(rc->st, &c)) < 0)
+        return r;
+    r = rc->fn(c, rc->arg);
+    reader_put(rc->st, c);
+    return r;
+}
+
+/* SQLite blocks on disk: a coroutine hands it to the blocking pool; a
+ * plain thread (main, tests, tools) may just block. */
+static int
+store_read(struct store *st, int (*fn)(struct store_conn *c, void *arg), void *arg)
+{
+    struct read_call rc = {.st = st, .fn = fn, .arg = arg};
+
+    if (coro_self() != NULL)
+        return rt_blocking(NULL, read_run, &rc);
+    return read_run(&rc);
+}
+
+/* ---- open and close ---------------------------------------------------- */
+
+/* The kernel's id of this boot: pgids recorded under another boot name no
+ * process that could still be alive. */
+static void
+read_boot_id(char *buf, size_t len)
+{
+    ssize_t n;
+    int fd;
+
+    buf[0] = '\0';
+    if ((fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)) < 0)
+        return;
+    n = read(fd, buf, len - 1);
+    close(fd);
+    if (n <= 0) {
+        buf[0] = '\0';
+        return;
+    }
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+}
+
+int
+store_new(const struct store_opts *opts, struct store **out, char *why, size_t whylen)
+{
+    struct store *st;
+    sigset_t all, old;
+    int rc;
+
+    if (opts == NULL || opts->path == NULL) {
+        snprintf(why, whylen, "no database path");
+        return -EINVAL;
+    }
+    if ((st = calloc(1, sizeof(*st))) == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->rmu, NULL);
+    pthread_cond_init(&st->rcv, NULL);
+    {
+        /* The idle timeout is measured on the monotonic clock: a wall
+         * clock step must not stall or storm checkpoints. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&st->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    st->opts = *opts;
+    if ((st->ops = store_backend_find(opts->backend)) == NULL) {
+        snprintf(why, whylen, "unknown store backend \"%s\"", opts->backend);
+        rc = -EINVAL;
+        goto out;
+    }
+    if ((st->path = strdup(opts->path)) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    st->opts.path = st->path;
+    if (opts->boot_id != NULL)
+        snprintf(st->boot_id, sizeof(st->boot_id), "%s", opts->boot_id);
+    else
+        read_boot_id(st->boot_id, sizeof(st->boot_id));
+    st->opts.boot_id = st->boot_id;
+    st->seed = opts->seed ? opts->seed : (uint64_t)mono_ns() ^ (uint64_t)getpid() << 32;
+    atomic_store(&st->max_queued, opts->max_queued);
+    st->nreaders = opts->readers > 0 ? opts->readers : JOBQ_STORE_READERS;
+    if ((st->rfree = calloc((size_t)st->nreaders, sizeof(*st->rfree))) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = st->ops->open(&st->opts, STORE_WRITER, &st->w, why, whylen)) < 0)
+        goto out;
+    /* Signals belong to the daemon's main thread, not to the writer. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = -pthread_create(&st->writer, NULL, writer_main, st);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc < 0) {
+        snprintf(why, whylen, "cannot start the store writer thread: %s", strerror(-rc));
+        goto out;
+    }
+    st->writer_started = true;
+    *out = st;
+    st = NULL;
+out:
+    store_free(st);
+    return rc;
+}
+
+void
+store_free(struct store *st)
+{
+    if (st == NULL)
+        return;
+    if (st->writer_started) {
+        pthread_mutex_lock(&st->mu);
+        st->stopping = true;
+        pthread_mutex_unlock(&st->mu);
+        pthread_cond_signal(&st->cv);
+        pthread_join(st->writer, NULL);
+    }
+    for (int i = 0; i < st->nfree; i++)
+        st->ops->close(st->rfree[i]);
+    if (st->w != NULL)
+        st->ops->close(st->w); /* the last close checkpoints and removes the WAL */
+    free(st->rfree);
+    free(st->path);
+    pthread_cond_destroy(&st->cv);
+    pthread_cond_destroy(&st->rcv);
+    pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->rmu);
+    free(st);
+}
+
+void
+store_set_max_queued(struct store *st, int64_t max_queued)
+{
+    atomic_store(&st->max_queued, max_queued);
+}
+
+/* ---- writes ------------------------------------------------------------ */
+
+struct submit_args {
+    const struct job_spec *specs;
+    size_t n;
+    int64_t *ids;
+    bool *existed;
+};
+
+static int
+submit_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct submit_args *a = arg;
+    int64_t now = job_now_ms(), max = atomic_load(&st->max_queued), added = 0;
+    int rc;
+
+    /* The whole batch counts (docs/PROTOCOL.md): refuse before writing. */
+    if (max > 0 && st->pending + (int64_t)a->n > max)
+        return -EAGAIN;
+    for (size_t i = 0; i < a->n; i++) {
+        bool existed = false;
+        if ((rc = st->ops->submit(w, &a->specs[i], now, &a->ids[i], &existed)) < 0)
+            return rc;
+        if (a->existed != NULL)
+            a->existed[i] = existed;
+        added += !existed;
+    }
+    st->pending += added;
+    return 0;
+}
+
+int
+store_submit_batch(struct store *st, const struct job_spec *specs, size_t n, int64_t *ids,
+                   bool *existed, char *why, size_t whylen)
+{
+    struct submit_args a = {.specs = specs, .n = n, .ids = ids, .existed = existed};
+    char reason[256];
+    int rc;
+
+    if (n == 0)
+        return 0;
+    if (n > JOBQ_BATCH_MAX_JOBS) {
+        snprintf(why, whylen, "%zu jobs in one batch, more than the limit of %d", n,
+                 JOBQ_BATCH_MAX_JOBS);
+        return -EINVAL;
+    }
+    /* Validated here, on the caller's thread: the writer's time is
+     * everyone's. */
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = job_spec_validate(&specs[i], reason, sizeof(reason))) < 0) {
+            if (n == 1)
+                snprintf(why, whylen, "%s", reason);
+            else
+                snprintf(why, whylen, "job %zu: %s", i, reason);
+            return rc;
+        }
+    }
+    return store_call(st, submit_fn, &a);
+}
+
+int
+store_submit(struct store *st, const struct job_spec *spec, int64_t *id, bool *existed, char *why,
+             size_t whylen)
+{
+    return store_submit_batch(st, spec, 1, id, existed, why, whylen);
+}
+
+struct claim_args {
+    int64_t now;
+    int max;
+    struct job **jobs;
+    int n;
+};
+
+static int
+claim_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct claim_args *a = arg;
+
+    return st->ops->claim(w, a->now, a->max, st->boot_id, a->jobs, &a->n);
+}
+
+int
+store_claim(struct store *st, int64_t now, int max, struct job **jobs, int *n)
+{
+    struct claim_args a = {.now = now, .max = max, .jobs = jobs};
+    int rc;
+
+    *n = 0;
+    if (max <= 0)
+        return 0;
+    if (max > JOBQ_STORE_CLAIM_MAX)
+        return -EINVAL;
+    rc = store_call(st, claim_fn, &a);
+    if (rc < 0) {
+        /* Claimed in a group that did not commit: they are not running. */
+        for (int i = 0; i < a.n; i++)
+            job_free(jobs[i]);
+        return rc;
+    }
+    *n = a.n;
+    return 0;
+}
+
+struct pgid_args {
+    int64_t id;
+    int32_t attempt, pgid;
+};
+
+static int
+pgid_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct pgid_args *a = arg;
+
+    return st->ops->set_pgid(w, a->id, a->attempt, a->pgid);
+}
+
+int
+store_set_pgid(struct store *st, int64_t id, int32_t attempt, int32_t pgid)
+{
+    struct pgid_args a = {.id = id, .attempt = attempt, .pgid = pgid};
+
+    return store_call(st, pgid_fn, &a);
+}
+
+struct complete_args {
+    const struct store_completion *c;
+    size_t n;
+    int *rcs;
+};
+
+static int
+complete_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct complete_args *a = arg;
+    int64_t now = job_now_ms();
+    int rc;
+
+    if (a->n == 1)
+        return a->rcs[0] = st->ops->complete(w, &a->c[0], now);
+    /* Several in one request: each in a nested savepoint, so a stale one
+     * is refused alone. */
+    for (size_t i = 0; i < a->n; i++) {
+        if ((rc = st->ops->txn(w, STORE_SAVEPOINT)) < 0)
+            return rc;
+        a->rcs[i] = st->ops->complete(w, &a->c[i], now);
+        if (a->rcs[i] < 0 && store_error_is_storage(a->rcs[i]))
+            return a->rcs[i];
+        rc = st->ops->txn(w, a->rcs[i] < 0 ? STORE_ROLLBACK_TO : STORE_RELEASE);
+        if (rc < 0)
+            return store_error_is_storage(rc) ? rc : -EIO;
+    }
+    return 0;
+}
+
+int
+store_complete_batch(struct store *st, const struct store_completion *c, size_t n, int *rcs)
+{
+    struct complete_args a = {.c = c, .n = n, .rcs = rcs};
+    int rc;
+
+    if (n == 0)
+        return 0;
+    rc = store_call(st, complete_fn, &a);
+    if (n == 1) {
+        rcs[0] = rc; /* its own result, or the group's storage error */
+        return rc;
+    }
+    if (rc < 0) {
+        /* The group did not commit: no completion of this call did. */
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = rc;
+        return rc;
+    }
+    return 0;
+}
+
+int
+store_complete(struct store *st, const struct store_completion *c)
+{
+    int rc;
+
+    return store_complete_batch(st, c, 1, &rc);
+}
+
+struct cancel_args {
+    struct store_who who;
+    int64_t id;
+    bool was_running;
+    int32_t attempt;
+};
+
+static int
+cancel_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct cancel_args *a = arg;
+
+    return st->ops->cancel(w, a->who, a->id, job_now_ms(), &a->was_running, &a->attempt);
+}
+
+int
+store_cancel(struct store *st, struct store_who who, int64_t id, bool *was_running,
+             int32_t *attempt)
+{
+    struct cancel_args a = {.who = who, .id = id};
+    int rc = store_call(st, cancel_fn, &a);
+
+    if (was_running != NULL)
+        *was_running = rc == 0 && a.was_running;
+    if (attempt != NULL)
+        *attempt = rc == 0 ? a.attempt : 0;
+    return rc;
+}
+
+struct retry_args {
+    struct store_who who;
+    int64_t id;
+};
+
+static int
+retry_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct retry_args *a = arg;
+
+    return st->ops->retry(w, a->who, a->id, job_now_ms());
+}
+
+int
+store_retry(struct store *st, struct store_who who, int64_t id)
+{
+    struct retry_args a = {.who = who, .id = id};
+
+    return store_call(st, retry_fn, &a);
+}
+
+struct queue_args {
+    const char *queue;
+    int paused;
+    int32_t limit;
+};
+
+static int
+queue_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct queue_args *a = arg;
+
+    return st->ops->queue_set(w, a->queue, a->paused, a->limit);
+}
+
+int
+store_queue_pause(struct store *st, const char *queue, bool paused)
+{
+    struct queue_args a = {.queue = queue, .paused = paused, .limit = -1};
+
+    if (queue == NULL || queue[0] == '\0' || strlen(queue) > JOBQ_NAME_MAX_BYTES)
+        return -EINVAL;
+    return store_call(st, queue_fn, &a);
+}
+
+int
+store_queue_set_limit(struct store *st, const char *queue, int32_t limit)
+{
+    struct queue_args a = {.queue = queue, .paused = -1, .limit = limit};
+
+    if (queue == NULL || queue[0] == '\0' || strlen(queue) > JOBQ_NAME_MAX_BYTES || limit < 0)
+        return -EINVAL;
+    return store_call(st, queue_fn, &a);
+}
+
+struct purge_args {
+    struct store_who who;
+    int64_t before;
+    unsigned states;
+    int64_t *ids;
+    int n;
+};
+
+static int
+purge_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct purge_args *a = arg;
+
+    return st->ops->purge(w, a->who, a->before, a->states, JOBQ_STORE_PURGE_CHUNK, a->ids, &a->n);
+}
+
+int
+store_purge(struct store *st, struct store_who who, int64_t finished_before, unsigned states,
+            void (*on_chunk)(void *arg, const int64_t *ids, int n), void *arg, int64_t *deleted)
+{
+    struct purge_args a = {.who = who, .before = finished_before, .states = states};
+    int64_t total = 0;
+    int rc;
+
+    if (deleted != NULL)
+        *deleted = 0;
+    if ((a.ids = calloc(JOBQ_STORE_PURGE_CHUNK, sizeof(*a.ids))) == NULL)
+        return -ENOMEM;
+    /* One request per chunk: submits and completions queue up between
+     * chunks instead of behind the whole purge. */
+    do {
+        a.n = 0;
+        if ((rc = store_call(st, purge_fn, &a)) < 0)
+            break;
+        total += a.n;
+        if (a.n > 0 && on_chunk != NULL)
+            on_chunk(arg, a.ids, a.n);
+    } while (a.n == JOBQ_STORE_PURGE_CHUNK);
+    free(a.ids);
+    if (deleted != NULL)
+        *deleted = total;
+    return rc;
+}
+
+struct recover_args {
+    uint64_t seed;
+    int64_t now, retrying, failed;
+};
+
+static int
+recover_fn(struct store *st, struct store_conn *w, void *arg)
+{
+    struct recover_args *a = arg;
+
+    return st->ops->recover(w, a->now, a->seed, &a->retrying, &a->failed);
+}
+
+int
+store_recover(struct store *st, int64_t now, int64_t *retrying, int64_t *failed)
+{
+    struct recover_args a = {.seed = st->seed, .now = now};
+    int rc = store_call(st, recover_fn, &a);
+
+    if (retrying != NULL)
+        *retrying = rc == 0 ? a.retrying : 0;
+    if (failed != NULL)
+        *failed = rc == 0 ? a.failed : 0;
+    return rc;
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+struct running_args {
+    const struct store_backend_ops *ops;
+    struct store_running *out;
+    size_t n;
+};
+
+static int
+running_fn(struct store_conn *c, void *arg)
+{
+    struct running_args *a = arg;
+
+    return a->ops->running(c, &a->out, &a->n);
+}
+
+int
+store_recover_list(struct store *st, struct store_running **out, size_t *n)
+{
+    struct running_args a = {.ops = st->ops};
+    int rc = store_read(st, running_fn, &a);
+
+    *out = rc == 0 ? a.out : NULL;
+    *n = rc == 0 ? a.n : 0;
+    return rc;
+}
+
+struct get_args {
+    const struct store_backend_ops *ops;
+    struct store_who who;
+    int64_t id;
+    struct job *job;
+};
+
+static int
+get_fn(struct store_conn *c, void *arg)
+{
+    struct get_args *a = arg;
+
+    return a->ops->get(c, a->who, a->id, &a->job);
+}
+
+int
+store_get(struct store *st, struct store_who who, int64_t id, struct job **out)
+{
+    struct get_args a = {.ops = st->ops, .who = who, .id = id};
+    int rc = store_read(st, get_fn, &a);
+
+    *out = rc == 0 ? a.job : NULL;
+    return rc;
+}
+
+struct list_args {
+    const struct store_backend_ops *ops;
+    struct store_who who;
+    const struct store_filter *f;
+    struct job **jobs;
+    int n;
+};
+
+static int
+list_fn(struct store_conn *c, void *arg)
+{
+    struct list_args *a = arg;
+
+    return a->ops->list(c, a->who, a->f, &a->jobs, &a->n);
+}
+
+int
+store_list(struct store *st, struct store_who who, const struct store_filter *f, struct job ***out,
+           int *n)
+{
+    struct list_args a = {.ops = st->ops, .who = who, .f = f};
+    int rc = store_read(st, list_fn, &a);
+
+    *out = rc == 0 ? a.jobs : NULL;
+    *n = rc == 0 ? a.n : 0;
+    return rc;
+}
+
+struct stats_args {
+    const struct store_backend_ops *ops;
+    struct store_who who;
+    struct store_stats *out;
+};
+
+static int
+stats_fn(struct store_conn *c, void *arg)
+{
+    struct stats_args *a = arg;
+
+    return a->ops->stats(c, a->who, a->out);
+}
+
+int
+store_stats(struct store *st, struct store_who who, struct store_stats *out)
+{
+    struct stats_args a = {.ops = st->ops, .who = who, .out = out};
+    int rc = store_read(st, stats_fn, &a);
+
+    if (rc < 0)
+        return rc;
+    out->commits = atomic_load(&st->commits);
+    out->commit_failures = atomic_load(&st->commit_failures);
+    out->requests = atomic_load(&st->requests);
+    out->max_group = atomic_load(&st->max_group);
+    out->checkpoints = atomic_load(&st->checkpoints);
+    out->commit_ns = atomic_load(&st->commit_ns);
+    return 0;
+}
+
+struct int64_args {
+    int (*fn)(struct store_conn *c, int64_t *v);
+    int64_t v;
+};
+
+static int
+int64_fn(struct store_conn *c, void *arg)
+{
+    struct int64_args *a = arg;
+
+    return a->fn(c, &a->v);
+}
+
+int
+store_next_due(struct store *st, int64_t *run_at)
+{
+    struct int64_args a = {.fn = st->ops->next_due};
+    int rc = store_read(st, int64_fn, &a);
+
+    *run_at = rc == 0 ? a.v : 0;
+    return rc;
+}
+
+int
+store_count_pending(struct store *st, int64_t *n)
+{
+    struct int64_args a = {.fn = st->ops->pending};
+    int rc = store_read(st, int64_fn, &a);
+
+    *n = rc == 0 ? a.v : 0;
+    return rc;
+}
+
+struct verify_args {
+    const struct store_backend_ops *ops;
+    char *why;
+    size_t whylen;
+};
+
+static int
+verify_fn(struct store_conn *c, void *arg)
+{
+    struct verify_args *a = arg;
+
+    return a->ops->verify(c, a->why, a->whylen);
+}
+
+int
+store_verify(struct store *st, char *why, size_t whylen)
+{
+    struct verify_args a = {.ops = st->ops, .why = why, .whylen = whylen};
+
+    return store_read(st, verify_fn, &a);
+}
+
+void
+store_jobs_free(struct job **jobs, int n)
+{
+    if (jobs == NULL)
+        return;
+    for (int i = 0; i < n; i++)
+        job_free(jobs[i]);
+    free(jobs);
+}
+
+void
+store_stats_free(struct store_stats *s)
+{
+    if (s == NULL)
+        return;
+    for (int i = 0; i < s->nqueues; i++)
+        free(s->queues[i].name);
+    free(s->queues);
+    s->queues = NULL;
+    s->nqueues = 0;
+}

@@ -1,0 +1,1670 @@
+/*
+ * The store: the SQLite backend's operations called directly (schema,
+ * migrations, integrity checks at open, every job operation, failure
+ * injection), then the front (writer thread, group commit, read pool,
+ * a full disk on tmpfs, kill -9 of a submitter). Each test uses its own
+ * database in a mkdtemp directory. Figures are printed as "FIGURE ...".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "../daemon/store_sqlite_int.h"
+#include "jobq/job.h"
+#include "jobq/limits.h"
+#include "jobq/store.h"
+
+/* 2025-10-09T08:53:20Z: fixed times keep the tests deterministic. */
+#define T0 1760000000000LL
+
+static const struct store_backend_ops *ops = &store_sqlite_ops;
+static const struct store_who admin = {.uid = 0, .admin = true};
+
+static char *argv_true[] = {"/bin/true", NULL};
+
+struct fx {
+    char dir[64];
+    char path[128];
+    struct store_opts opts;
+    struct store_conn *c;
+    /* Failure injection: fail the nth consulted point of kind `point`
+     * (counting from 1) with `err`, and every later one while sticky. */
+    enum store_fault_point point;
+    int fail_at;
+    int seen;
+    int err;
+    bool sticky;
+};
+
+static int
+fault_hook(void *arg, enum store_fault_point point)
+{
+    struct fx *fx = arg;
+
+    if (fx->fail_at == 0 || point != fx->point)
+        return 0;
+    fx->seen++;
+    if (fx->seen == fx->fail_at || (fx->sticky && fx->seen > fx->fail_at))
+        return fx->err;
+    return 0;
+}
+
+static void
+rm_rf(const char *dir)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static struct fx *
+fx_new(void)
+{
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    strcpy(fx->dir, "/tmp/test_store.XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->path, sizeof(fx->path), "%s/jobq.db", fx->dir);
+    fx->opts.path = fx->path;
+    fx->opts.boot_id = "00000000-0000-0000-0000-000000000001";
+    fx->opts.fault = fault_hook;
+    fx->opts.fault_arg = fx;
+    return fx;
+}
+
+static void
+fx_open(struct fx *fx)
+{
+    char why[256] = "";
+    int rc = ops->open(&fx->opts, STORE_WRITER, &fx->c, why, sizeof(why));
+    if (rc != 0)
+        fail_msg("open: %s (%s)", strerror(-rc), why);
+}
+
+static void
+fx_close(struct fx *fx)
+{
+    ops->close(fx->c);
+    fx->c = NULL;
+}
+
+static int
+setup(void **state)
+{
+    struct fx *fx = fx_new();
+    fx_open(fx);
+    *state = fx;
+    return 0;
+}
+
+static int
+setup_closed(void **state)
+{
+    *state = fx_new();
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *fx = *state;
+    if (fx->c != NULL)
+        ops->close(fx->c);
+    rm_rf(fx->dir);
+    free(fx);
+    return 0;
+}
+
+static void
+txn(struct fx *fx, enum store_txn op)
+{
+    assert_int_equal(ops->txn(fx->c, op), 0);
+}
+
+static struct job_spec
+spec_q(const char *queue, int32_t priority)
+{
+    struct job_spec s = {0};
+    s.command = argv_true;
+    s.queue = (char *)queue;
+    s.priority = priority;
+    s.max_attempts = 3;
+    s.backoff_base_ms = 1000;
+    s.backoff_max_ms = 60000;
+    s.uid = 1000;
+    s.gid = 1000;
+    return s;
+}
+
+static int64_t
+submit_at(struct fx *fx, const struct job_spec *sp, int64_t now)
+{
+    int64_t id = 0;
+    bool existed = true;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->submit(fx->c, sp, now, &id, &existed), 0);
+    txn(fx, STORE_COMMIT);
+    assert_false(existed);
+    assert_true(id > 0);
+    return id;
+}
+
+static int64_t
+submit(struct fx *fx, const struct job_spec *sp)
+{
+    return submit_at(fx, sp, T0);
+}
+
+/* Claims in its own transaction; returns how many. */
+static int
+claim(struct fx *fx, int64_t now, int max, struct job **jobs)
+{
+    int n = -1;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->claim(fx->c, now, max, "boot-a", jobs, &n), 0);
+    txn(fx, STORE_COMMIT);
+    return n;
+}
+
+static void
+free_jobs(struct job **jobs, int n)
+{
+    for (int i = 0; i < n; i++)
+        job_free(jobs[i]);
+}
+
+static int
+complete(struct fx *fx, int64_t id, int32_t attempt, enum job_outcome o, enum job_state next,
+         int64_t now, int64_t run_at)
+{
+    struct store_completion c = {
+        .id = id,
+        .attempt = attempt,
+        .finished_at = now,
+        .outcome = o,
+        .exit_code = o == OUTCOME_SUCCEEDED ? 0 : 1,
+        .error = o == OUTCOME_SUCCEEDED ? NULL : "exited with status 1",
+        .log_bytes = 12,
+        .next = next,
+        .run_at = run_at,
+    };
+    int rc;
+    txn(fx, STORE_BEGIN);
+    rc = ops->complete(fx->c, &c, now);
+    txn(fx, rc == 0 ? STORE_COMMIT : STORE_ROLLBACK);
+    return rc;
+}
+
+static struct job *
+get(struct fx *fx, int64_t id)
+{
+    struct job *j = NULL;
+    assert_int_equal(ops->get(fx->c, admin, id, &j), 0);
+    return j;
+}
+
+static enum job_state
+state_of(struct fx *fx, int64_t id)
+{
+    struct job *j = get(fx, id);
+    enum job_state s = j->state;
+    job_free(j);
+    return s;
+}
+
+static void
+verify(struct fx *fx)
+{
+    char why[512] = "";
+    int rc = ops->verify(fx->c, why, sizeof(why));
+    if (rc != 0)
+        fail_msg("verify: %s", why);
+}
+
+static void
+stats(struct fx *fx, struct store_who who, struct store_stats *st)
+{
+    assert_int_equal(ops->stats(fx->c, who, st), 0);
+}
+
+static void
+stats_release(struct store_stats *st)
+{
+    for (int i = 0; i < st->nqueues; i++)
+        free(st->queues[i].name);
+    free(st->queues);
+}
+
+/* Reads a whole file; returns owned bytes and sets *len. */
+static char *
+slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static int
+sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int v = -1;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+static void
+sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    char *err = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+                     SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("%s: %s", sql, err);
+    sqlite3_close(db);
+}
+
+/* ---- schema, migrations, integrity at open ----------------------------- */
+
+static void
+test_open_creates_latest_schema_with_app_id(void **state)
+{
+    struct fx *fx = *state;
+    fx_close(fx);
+    assert_int_equal(sql_int(fx->path, "PRAGMA user_version"), store_sqlite_schema_version());
+    assert_int_equal(sql_int(fx->path, "PRAGMA application_id"), STORE_SQLITE_APP_ID);
+    fx_open(fx);
+}
+
+static void
+test_open_sets_wal_and_pragmas(void **state)
+{
+    struct fx *fx = *state;
+    submit(fx, &(struct job_spec){.command = argv_true, .max_attempts = 1, .uid = 1, .gid = 1});
+    assert_int_equal(sql_int(fx->path, "PRAGMA journal_mode = WAL") >= 0, 1);
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+static void
+test_empty_file_gets_latest_schema(void **state)
+{
+    struct fx *fx = *state;
+    int fd = open(fx->path, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    fx_open(fx);
+    fx_close(fx);
+    assert_int_equal(sql_int(fx->path, "PRAGMA user_version"), store_sqlite_schema_version());
+}
+
+static void
+test_newer_schema_version_is_refused_unmodified(void **state)
+{
+    struct fx *fx = *state;
+    char why[256] = "", pragma[64];
+    size_t n1, n2;
+    fx_open(fx);
+    fx_close(fx);
+    snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", store_sqlite_schema_version() + 1);
+    sql_exec(fx->path, pragma);
+    char *before = slurp(fx->path, &n1);
+    assert_int_equal(ops->open(&fx->opts, STORE_WRITER, &fx->c, why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "newer"));
+    print_message("FIGURE refused: %s\n", why);
+    char *after = slurp(fx->path, &n2);
+    assert_true(n1 == n2 && memcmp(before, after, n1) == 0);
+    free(before);
+    free(after);
+}
+
+/* The schema as sqlite_schema records it, one line per object. */
+static char *
+schema_dump(const char *path)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    size_t cap = 1 << 16, len = 0;
+    char *out = calloc(1, cap);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT type, name, tbl_name, coalesce(sql, '') FROM "
+                                        "sqlite_schema ORDER BY type, name",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        len += (size_t)snprintf(out + len, cap - len, "%s|%s|%s|%s\n", sqlite3_column_text(s, 0),
+                                sqlite3_column_text(s, 1), sqlite3_column_text(s, 2),
+                                sqlite3_column_text(s, 3));
+        assert_true(len < cap);
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return out;
+}
+
+/* Every earlier version, built with the migrations up to it, migrates to
+ * exactly the schema a new database gets. */
+static void
+test_migrations_from_every_version_reach_fresh_schema(void **state)
+{
+    struct fx *fx = *state;
+    char fresh_path[160], why[256];
+    int latest = store_sqlite_schema_version();
+    snprintf(fresh_path, sizeof(fresh_path), "%s/fresh.db", fx->dir);
+    struct store_opts o = fx->opts;
+    o.path = fresh_path;
+    struct store_conn *c;
+    assert_int_equal(ops->open(&o, STORE_WRITER, &c, why, sizeof(why)), 0);
+    ops->close(c);
+    char *fresh = schema_dump(fresh_path);
+    for (int v = 0; v < latest; v++) {
+        sqlite3 *db;
+        unlink(fx->path);
+        assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+        assert_int_equal(store_sqlite_migrate(db, v, why, sizeof(why)), 0);
+        sqlite3_close(db);
+        assert_int_equal(sql_int(fx->path, "PRAGMA user_version"), v);
+        fx_open(fx);
+        fx_close(fx);
+        assert_int_equal(sql_int(fx->path, "PRAGMA user_version"), latest);
+        char *migrated = schema_dump(fx->path);
+        assert_string_equal(migrated, fresh);
+        free(migrated);
+        print_message("FIGURE migrated version %d -> %d\n", v, latest);
+    }
+    free(fresh);
+}
+
+static void
+expect_refused_unmodified(struct fx *fx, const char *needle)
+{
+    char why[512] = "";
+    size_t n1, n2;
+    char *before = slurp(fx->path, &n1);
+    struct store_conn *c = NULL;
+    int rc = ops->open(&fx->opts, STORE_WRITER, &c, why, sizeof(why));
+    if (rc == 0) {
+        ops->close(c);
+        fail_msg("a damaged or foreign database was accepted");
+    }
+    assert_true(rc == -EINVAL || rc == -EIO);
+    if (strstr(why, needle) == NULL)
+        fail_msg("reason \"%s\" does not say \"%s\"", why, needle);
+    print_message("FIGURE refused: %s\n", why);
+    char *after = slurp(fx->path, &n2);
+    assert_true(n1 == n2 && memcmp(before, after, n1) == 0);
+    free(before);
+    free(after);
+    /* Nothing was created beside it either. */
+    char side[192];
+    snprintf(side, sizeof(side), "%s-wal", fx->path);
+    assert_int_equal(access(side, F_OK), -1);
+}
+
+/* A database with a few hundred jobs, closed (WAL checkpointed away). */
+static void
+populate_and_close(struct fx *fx, int n)
+{
+    char name[32];
+    fx_open(fx);
+    txn(fx, STORE_BEGIN);
+    for (int i = 0; i < n; i++) {
+        struct job_spec sp = spec_q("default", i % 7);
+        int64_t id;
+        bool ex;
+        snprintf(name, sizeof(name), "job-%d", i);
+        sp.name = name;
+        assert_int_equal(ops->submit(fx->c, &sp, T0, &id, &ex), 0);
+    }
+    txn(fx, STORE_COMMIT);
+    fx_close(fx);
+}
+
+static void
+test_foreign_database_is_refused_unmodified(void **state)
+{
+    struct fx *fx = *state;
+    sql_exec(fx->path, "PRAGMA application_id = 1234; CREATE TABLE t (x); INSERT INTO t "
+                       "VALUES (1)");
+    expect_refused_unmodified(fx, "not a jobq database");
+}
+
+static void
+test_unmarked_database_with_tables_is_refused(void **state)
+{
+    struct fx *fx = *state;
+    sql_exec(fx->path, "CREATE TABLE mine (x); INSERT INTO mine VALUES (42)");
+    expect_refused_unmodified(fx, "not a jobq database");
+}
+
+static void
+test_non_sqlite_file_is_refused_unmodified(void **state)
+{
+    struct fx *fx = *state;
+    FILE *f = fopen(fx->path, "w");
+    fputs("#!/bin/sh\necho this is a script, not a database\n", f);
+    fclose(f);
+    expect_refused_unmodified(fx, "not an SQLite database");
+}
+
+static void
+test_truncated_database_is_refused_unmodified(void **state)
+{
+    struct fx *fx = *state;
+    struct stat sb;
+    populate_and_close(fx, 3000);
+    assert_int_equal(stat(fx->path, &sb), 0);
+    assert_int_equal(truncate(fx->path, sb.st_size / 2), 0);
+    expect_refused_unmodified(fx, "damaged");
+}
+
+static void
+test_scribbled_database_is_refused_unmodified(void **state)
+{
+    struct fx *fx = *state;
+    struct stat sb;
+    populate_and_close(fx, 3000);
+    assert_int_equal(stat(fx->path, &sb), 0);
+    /* Garbage over whole pages in the middle of the file, as a bad disk
+     * or a stray write would leave it. */
+    int fd = open(fx->path, O_WRONLY);
+    char junk[4096];
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < sizeof(junk); i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        junk[i] = (char)x;
+    }
+    for (off_t off = 4096 * 2; off < sb.st_size / 2; off += 4096 * 3)
+        assert_int_equal(pwrite(fd, junk, sizeof(junk), off), (ssize_t)sizeof(junk));
+    close(fd);
+    expect_refused_unmodified(fx, "damaged");
+}
+
+static void
+test_scribbled_header_is_refused_unmodified(void **state)
+{
+    struct fx *fx = *state;
+    populate_and_close(fx, 10);
+    int fd = open(fx->path, O_WRONLY);
+    assert_int_equal(pwrite(fd, "XXXXXXXX", 8, 0), 8);
+    close(fd);
+    expect_refused_unmodified(fx, "not an SQLite database");
+}
+
+/* ---- submit, get, unique ----------------------------------------------- */
+
+static void
+test_submit_round_trips_every_field(void **state)
+{
+    struct fx *fx = *state;
+    char *cmd[] = {"/bin/sh",  "-c", "echo \"$X\" \\ done\n\ttab", "h\xc3\xa9 \xf0\x9f\x98\x80",
+                   "\x01\x1f", NULL};
+    char *env[] = {"X=1", "Y=a b", NULL};
+    struct job_spec sp = spec_q("mail", 7);
+    sp.command = cmd;
+    sp.env = env;
+    sp.name = "nightly";
+    sp.cwd = "/srv";
+    sp.unique_key = "k1";
+    sp.timeout_ms = 5000;
+    sp.deadline = T0 + 3600000;
+    sp.uid = 1234;
+    sp.gid = 99;
+    int64_t id = submit(fx, &sp);
+    struct job *j = get(fx, id);
+    assert_int_equal(j->id, id);
+    for (int i = 0; cmd[i]; i++)
+        assert_string_equal(j->spec.command[i], cmd[i]);
+    assert_null(j->spec.command[5]);
+    assert_string_equal(j->spec.env[0], "X=1");
+    assert_string_equal(j->spec.env[1], "Y=a b");
+    assert_null(j->spec.env[2]);
+    assert_string_equal(j->spec.queue, "mail");
+    assert_string_equal(j->spec.name, "nightly");
+    assert_string_equal(j->spec.cwd, "/srv");
+    assert_string_equal(j->spec.unique_key, "k1");
+    assert_int_equal(j->spec.priority, 7);
+    assert_int_equal(j->spec.max_attempts, 3);
+    assert_int_equal(j->spec.backoff_base_ms, 1000);
+    assert_int_equal(j->spec.backoff_max_ms, 60000);
+    assert_int_equal(j->spec.timeout_ms, 5000);
+    assert_int_equal(j->spec.deadline, T0 + 3600000);
+    assert_int_equal(j->spec.run_at, T0);
+    assert_int_equal(j->spec.uid, 1234);
+    assert_int_equal(j->spec.gid, 99);
+    assert_int_equal(j->state, JOB_QUEUED);
+    assert_int_equal(j->attempt, 0);
+    assert_int_equal(j->created_at, T0);
+    assert_int_equal(j->started_at, 0);
+    assert_int_equal(j->finished_at, 0);
+    assert_int_equal(j->outcome, OUTCOME_NONE);
+    assert_int_equal(j->exit_code, -1);
+    assert_null(j->error);
+    assert_int_equal(j->nattempts, 0);
+    job_free(j);
+    verify(fx);
+}
+
+static void
+test_submit_defaults_queue_and_null_env(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q(NULL, 0);
+    int64_t id = submit(fx, &sp);
+    struct job *j = get(fx, id);
+    assert_string_equal(j->spec.queue, "default");
+    assert_null(j->spec.env);
+    assert_null(j->spec.name);
+    job_free(j);
+}
+
+static void
+test_submit_ids_increase_and_are_never_reused(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t a = submit(fx, &sp), b = submit(fx, &sp);
+    assert_true(b > a);
+    /* Finish and purge the newest: its id must not come back. */
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0, 1, j), 1);
+    job_free(j[0]);
+    assert_int_equal(claim(fx, T0, 1, j), 1);
+    assert_int_equal(complete(fx, j[0]->id, 1, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0, 0), 0);
+    job_free(j[0]);
+    int64_t ids[4];
+    int n;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->purge(fx->c, admin, T0 + 1, 0, 10, ids, &n), 0);
+    txn(fx, STORE_COMMIT);
+    assert_int_equal(n, 1);
+    assert_true(submit(fx, &sp) > b);
+}
+
+static void
+test_future_run_at_is_scheduled(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    sp.run_at = T0 + 60000;
+    int64_t id = submit(fx, &sp);
+    assert_int_equal(state_of(fx, id), JOB_SCHEDULED);
+    struct job *j[4];
+    assert_int_equal(claim(fx, T0 + 59999, 4, j), 0);
+    assert_int_equal(claim(fx, T0 + 60000, 4, j), 1);
+    assert_int_equal(j[0]->id, id);
+    free_jobs(j, 1);
+    verify(fx);
+}
+
+static void
+test_unique_key_returns_existing_job(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    sp.unique_key = "nightly-2025-10-09";
+    int64_t id = submit(fx, &sp), again;
+    bool existed = false;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->submit(fx->c, &sp, T0 + 5, &again, &existed), 0);
+    txn(fx, STORE_COMMIT);
+    assert_true(existed);
+    assert_int_equal(again, id);
+    /* Another uid has its own key space. */
+    sp.uid = 2000;
+    int64_t other = submit(fx, &sp);
+    assert_int_not_equal(other, id);
+    struct store_stats st;
+    stats(fx, admin, &st);
+    assert_int_equal(st.count[JOB_QUEUED], 2);
+    stats_release(&st);
+}
+
+static void
+test_unique_key_twice_in_one_transaction_creates_one_job(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t a, b;
+    bool ea, eb;
+    sp.unique_key = "dup";
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->submit(fx->c, &sp, T0, &a, &ea), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, T0, &b, &eb), 0);
+    txn(fx, STORE_COMMIT);
+    assert_false(ea);
+    assert_true(eb);
+    assert_int_equal(a, b);
+}
+
+/* ---- claim ------------------------------------------------------------- */
+
+static void
+test_claim_follows_priority_then_run_at_then_id(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec lo = spec_q("q", 1), hi = spec_q("q", 10), mid = spec_q("q", 5);
+    int64_t l1 = submit_at(fx, &lo, T0), h1 = submit_at(fx, &hi, T0 + 2);
+    int64_t m1 = submit_at(fx, &mid, T0), h0 = submit_at(fx, &hi, T0 + 1);
+    int64_t m2 = submit_at(fx, &mid, T0);
+    struct job *j[8];
+    assert_int_equal(claim(fx, T0 + 10, 8, j), 5);
+    int64_t want[] = {h0, h1, m1, m2, l1};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(j[i]->id, want[i]);
+    free_jobs(j, 5);
+}
+
+static void
+test_claim_merges_queues_in_priority_order(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec a = spec_q("a", 1), b = spec_q("b", 9), c = spec_q("c", 5);
+    int64_t ia = submit(fx, &a), ib = submit(fx, &b), ic = submit(fx, &c);
+    struct job *j[2];
+    assert_int_equal(claim(fx, T0, 2, j), 2);
+    assert_int_equal(j[0]->id, ib);
+    assert_int_equal(j[1]->id, ic);
+    free_jobs(j, 2);
+    assert_int_equal(claim(fx, T0, 2, j), 1);
+    assert_int_equal(j[0]->id, ia);
+    free_jobs(j, 1);
+}
+
+static void
+test_claim_marks_running_and_records_attempt(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = submit(fx, &sp);
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0 + 100, 1, j), 1);
+    assert_int_equal(j[0]->state, JOB_RUNNING);
+    assert_int_equal(j[0]->attempt, 1);
+    assert_int_equal(j[0]->started_at, T0 + 100);
+    assert_string_equal(j[0]->spec.command[0], "/bin/true");
+    job_free(j[0]);
+    struct job *g = get(fx, id);
+    assert_int_equal(g->nattempts, 1);
+    assert_int_equal(g->attempts[0].attempt, 1);
+    assert_int_equal(g->attempts[0].started_at, T0 + 100);
+    assert_int_equal(g->attempts[0].finished_at, 0);
+    assert_int_equal(g->attempts[0].outcome, OUTCOME_NONE);
+    assert_string_equal(g->attempts[0].boot_id, "boot-a");
+    job_free(g);
+    verify(fx);
+}
+
+static void
+test_claim_skips_paused_queue(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec p = spec_q("paused", 100), o = spec_q("open", 0);
+    int64_t ip = submit(fx, &p), io = submit(fx, &o);
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->queue_set(fx->c, "paused", 1, -1), 0);
+    txn(fx, STORE_COMMIT);
+    struct job *j[4];
+    assert_int_equal(claim(fx, T0, 4, j), 1);
+    assert_int_equal(j[0]->id, io);
+    free_jobs(j, 1);
+    assert_int_equal(claim(fx, T0, 4, j), 0);
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->queue_set(fx->c, "paused", 0, -1), 0);
+    txn(fx, STORE_COMMIT);
+    assert_int_equal(claim(fx, T0, 4, j), 1);
+    assert_int_equal(j[0]->id, ip);
+    free_jobs(j, 1);
+}
+
+static void
+test_pausing_unknown_queue_creates_it(void **state)
+{
+    struct fx *fx = *state;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->queue_set(fx->c, "later", 1, -1), 0);
+    txn(fx, STORE_COMMIT);
+    struct store_stats st;
+    stats(fx, admin, &st);
+    assert_int_equal(st.nqueues, 1);
+    assert_string_equal(st.queues[0].name, "later");
+    assert_true(st.queues[0].paused);
+    stats_release(&st);
+    struct job_spec sp = spec_q("later", 0);
+    submit(fx, &sp);
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0, 1, j), 0);
+}
+
+static void
+test_claim_honours_queue_concurrency_limit(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("narrow", 0), w = spec_q("wide", 0);
+    for (int i = 0; i < 5; i++)
+        submit(fx, &sp);
+    submit(fx, &w);
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->queue_set(fx->c, "narrow", -1, 2), 0);
+    txn(fx, STORE_COMMIT);
+    struct job *j[10];
+    int n = claim(fx, T0, 10, j);
+    assert_int_equal(n, 3); /* 2 narrow + 1 wide */
+    int narrow = 0;
+    for (int i = 0; i < n; i++)
+        narrow += strcmp(j[i]->spec.queue, "narrow") == 0;
+    assert_int_equal(narrow, 2);
+    /* Full: nothing more until one finishes. */
+    struct job *k[10];
+    assert_int_equal(claim(fx, T0, 10, k), 0);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(j[i]->spec.queue, "narrow") == 0) {
+            assert_int_equal(complete(fx, j[i]->id, 1, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 1, 0),
+                             0);
+            break;
+        }
+    }
+    assert_int_equal(claim(fx, T0 + 2, 10, k), 1);
+    assert_string_equal(k[0]->spec.queue, "narrow");
+    free_jobs(k, 1);
+    free_jobs(j, n);
+    verify(fx);
+}
+
+static void
+test_claim_promotes_due_retrying_job(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = submit(fx, &sp);
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0, 1, j), 1);
+    job_free(j[0]);
+    assert_int_equal(complete(fx, id, 1, OUTCOME_EXITED, JOB_RETRYING, T0 + 10, T0 + 5000), 0);
+    assert_int_equal(state_of(fx, id), JOB_RETRYING);
+    int64_t due = 0;
+    assert_int_equal(ops->next_due(fx->c, &due), 0);
+    assert_int_equal(due, T0 + 5000);
+    assert_int_equal(claim(fx, T0 + 4999, 1, j), 0);
+    assert_int_equal(claim(fx, T0 + 5000, 1, j), 1);
+    assert_int_equal(j[0]->attempt, 2);
+    job_free(j[0]);
+    assert_int_equal(ops->next_due(fx->c, &due), 0);
+    assert_int_equal(due, 0);
+    verify(fx);
+}
+
+static void
+test_claim_fails_job_whose_deadline_passed(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec late = spec_q("q", 5), ok = spec_q("q", 0);
+    late.deadline = T0 + 1000;
+    int64_t il = submit(fx, &late), io = submit(fx, &ok);
+    struct job *j[2];
+    assert_int_equal(claim(fx, T0 + 1000, 2, j), 1);
+    assert_int_equal(j[0]->id, io);
+    free_jobs(j, 1);
+    struct job *g = get(fx, il);
+    assert_int_equal(g->state, JOB_FAILED);
+    assert_int_equal(g->outcome, OUTCOME_DEADLINE);
+    assert_int_equal(g->nattempts, 0);
+    assert_non_null(g->error);
+    job_free(g);
+    verify(fx);
+}
+
+static void
+test_claim_of_zero_or_nothing_ready_is_empty(void **state)
+{
+    struct fx *fx = *state;
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0, 1, j), 0);
+    struct job_spec sp = spec_q("q", 0);
+    submit(fx, &sp);
+    assert_int_equal(claim(fx, T0, 0, j), 0);
+}
+
+/* ---- pgid, complete ---------------------------------------------------- */
+
+static int64_t
+submit_and_claim(struct fx *fx, int32_t *attempt)
+{
+    struct job_spec sp = spec_q("q", 0);
+    struct job *j[1];
+    int64_t id = submit(fx, &sp);
+    assert_int_equal(claim(fx, T0, 1, j), 1);
+    assert_int_equal(j[0]->id, id);
+    *attempt = j[0]->attempt;
+    job_free(j[0]);
+    return id;
+}
+
+static void
+test_set_pgid_of_open_attempt(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t id = submit_and_claim(fx, &a);
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->set_pgid(fx->c, id, a, 4242), 0);
+    assert_int_equal(ops->set_pgid(fx->c, id, a + 1, 1), -ESTALE);
+    txn(fx, STORE_COMMIT);
+    struct job *g = get(fx, id);
+    assert_int_equal(g->attempts[0].pgid, 4242);
+    job_free(g);
+}
+
+static void
+test_complete_succeeded_is_terminal(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t id = submit_and_claim(fx, &a);
+    assert_int_equal(complete(fx, id, a, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 50, 0), 0);
+    struct job *g = get(fx, id);
+    assert_int_equal(g->state, JOB_SUCCEEDED);
+    assert_int_equal(g->finished_at, T0 + 50);
+    assert_int_equal(g->outcome, OUTCOME_SUCCEEDED);
+    assert_int_equal(g->exit_code, 0);
+    assert_int_equal(g->attempts[0].finished_at, T0 + 50);
+    assert_int_equal(g->attempts[0].outcome, OUTCOME_SUCCEEDED);
+    assert_int_equal(g->attempts[0].log_bytes, 12);
+    job_free(g);
+    verify(fx);
+}
+
+static void
+test_stale_completion_is_refused_and_changes_nothing(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t id = submit_and_claim(fx, &a);
+    /* Wrong attempt number. */
+    assert_int_equal(complete(fx, id, a + 1, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 5, 0), -ESTALE);
+    /* Unknown job. */
+    assert_int_equal(complete(fx, id + 100, 1, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 5, 0),
+                     -ESTALE);
+    assert_int_equal(state_of(fx, id), JOB_RUNNING);
+    assert_int_equal(complete(fx, id, a, OUTCOME_EXITED, JOB_FAILED, T0 + 6, 0), 0);
+    /* The same completion again (a duplicate from a restarted executor). */
+    struct job *before = get(fx, id);
+    assert_int_equal(complete(fx, id, a, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 7, 0), -ESTALE);
+    struct job *after = get(fx, id);
+    assert_int_equal(after->state, JOB_FAILED);
+    assert_int_equal(after->updated_at, before->updated_at);
+    assert_int_equal(after->attempts[0].finished_at, T0 + 6);
+    assert_int_equal(after->attempts[0].outcome, OUTCOME_EXITED);
+    job_free(before);
+    job_free(after);
+    verify(fx);
+}
+
+static void
+test_complete_rejects_bad_next_state(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t id = submit_and_claim(fx, &a);
+    assert_int_equal(complete(fx, id, a, OUTCOME_SUCCEEDED, JOB_RUNNING, T0, 0), -EINVAL);
+    assert_int_equal(complete(fx, id, a, OUTCOME_NONE, JOB_SUCCEEDED, T0, 0), -EINVAL);
+    assert_int_equal(state_of(fx, id), JOB_RUNNING);
+}
+
+static void
+test_interrupted_completion_keeps_budget(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t id = submit_and_claim(fx, &a);
+    assert_int_equal(complete(fx, id, a, OUTCOME_INTERRUPTED, JOB_QUEUED, T0 + 1, 0), 0);
+    struct job *g = get(fx, id);
+    assert_int_equal(g->state, JOB_QUEUED);
+    assert_int_equal(g->attempt, 1);
+    assert_int_equal(g->interrupted, 1);
+    job_free(g);
+}
+
+/* ---- cancel, retry, access --------------------------------------------- */
+
+static int
+cancel(struct fx *fx, struct store_who who, int64_t id, bool *was_running, int32_t *attempt)
+{
+    int rc;
+    txn(fx, STORE_BEGIN);
+    rc = ops->cancel(fx->c, who, id, T0 + 20, was_running, attempt);
+    txn(fx, rc == 0 ? STORE_COMMIT : STORE_ROLLBACK);
+    return rc;
+}
+
+static int
+retry(struct fx *fx, struct store_who who, int64_t id, int64_t now)
+{
+    int rc;
+    txn(fx, STORE_BEGIN);
+    rc = ops->retry(fx->c, who, id, now);
+    txn(fx, rc == 0 ? STORE_COMMIT : STORE_ROLLBACK);
+    return rc;
+}
+
+static void
+test_cancel_queued_job_never_runs(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = submit(fx, &sp);
+    bool running = true;
+    int32_t a = -1;
+    assert_int_equal(cancel(fx, admin, id, &running, &a), 0);
+    assert_false(running);
+    assert_int_equal(a, 0);
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0 + 30, 1, j), 0);
+    struct job *g = get(fx, id);
+    assert_int_equal(g->state, JOB_CANCELED);
+    assert_int_equal(g->finished_at, T0 + 20);
+    job_free(g);
+    /* Twice is fine; a finished job is a conflict. */
+    assert_int_equal(cancel(fx, admin, id, &running, &a), 0);
+    verify(fx);
+}
+
+static void
+test_cancel_running_job_keeps_attempt_open_until_completed(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a, att = 0;
+    bool running = false;
+    int64_t id = submit_and_claim(fx, &a);
+    assert_int_equal(cancel(fx, admin, id, &running, &att), 0);
+    assert_true(running);
+    assert_int_equal(att, a);
+    assert_int_equal(state_of(fx, id), JOB_CANCELED);
+    verify(fx);
+    /* Retry must wait until the process is gone. */
+    assert_int_equal(retry(fx, admin, id, T0 + 21), -EBUSY);
+    /* The daemon's completion closes the attempt; the job stays canceled
+     * whatever next state the dispatcher proposed. */
+    assert_int_equal(complete(fx, id, a, OUTCOME_CANCELED, JOB_RETRYING, T0 + 25, T0 + 99), 0);
+    struct job *g = get(fx, id);
+    assert_int_equal(g->state, JOB_CANCELED);
+    assert_int_equal(g->finished_at, T0 + 20);
+    assert_int_equal(g->attempts[0].outcome, OUTCOME_CANCELED);
+    assert_int_equal(g->attempts[0].finished_at, T0 + 25);
+    job_free(g);
+    assert_int_equal(retry(fx, admin, id, T0 + 30), 0);
+    verify(fx);
+}
+
+static void
+test_cancel_finished_job_is_conflict(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t id = submit_and_claim(fx, &a);
+    assert_int_equal(complete(fx, id, a, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 1, 0), 0);
+    assert_int_equal(cancel(fx, admin, id, NULL, NULL), -EALREADY);
+    assert_int_equal(cancel(fx, admin, id + 1, NULL, NULL), -ENOENT);
+}
+
+static void
+test_retry_failed_job_keeps_history_and_gives_one_more_attempt(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    sp.max_attempts = 1;
+    int64_t id = submit(fx, &sp);
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0, 1, j), 1);
+    job_free(j[0]);
+    assert_int_equal(complete(fx, id, 1, OUTCOME_EXITED, JOB_FAILED, T0 + 1, 0), 0);
+    assert_int_equal(retry(fx, admin, id, T0 + 2), 0);
+    struct job *g = get(fx, id);
+    assert_int_equal(g->state, JOB_QUEUED);
+    assert_int_equal(g->finished_at, 0);
+    assert_int_equal(g->spec.max_attempts, 2);
+    assert_int_equal(g->nattempts, 1);
+    job_free(g);
+    assert_int_equal(claim(fx, T0 + 3, 1, j), 1);
+    assert_int_equal(j[0]->attempt, 2);
+    job_free(j[0]);
+    verify(fx);
+}
+
+static void
+test_retry_of_active_or_succeeded_job_is_conflict(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t id = submit_and_claim(fx, &a);
+    assert_int_equal(retry(fx, admin, id, T0), -EBUSY);
+    assert_int_equal(complete(fx, id, a, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 1, 0), 0);
+    assert_int_equal(retry(fx, admin, id, T0 + 2), -EBUSY);
+    assert_int_equal(retry(fx, admin, id + 7, T0 + 2), -ENOENT);
+}
+
+static void
+test_retry_after_deadline_is_conflict(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    sp.deadline = T0 + 100;
+    int64_t id = submit(fx, &sp);
+    assert_int_equal(cancel(fx, admin, id, NULL, NULL), 0);
+    assert_int_equal(retry(fx, admin, id, T0 + 100), -EBUSY);
+    assert_int_equal(retry(fx, admin, id, T0 + 99), 0);
+}
+
+static void
+test_other_uid_sees_nothing_of_anothers_job(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    sp.uid = 1000;
+    int64_t id = submit(fx, &sp);
+    struct store_who owner = {.uid = 1000}, other = {.uid = 1001};
+    struct job *g = NULL;
+    assert_int_equal(ops->get(fx->c, other, id, &g), -ENOENT);
+    assert_int_equal(ops->get(fx->c, owner, id, &g), 0);
+    job_free(g);
+    assert_int_equal(cancel(fx, other, id, NULL, NULL), -ENOENT);
+    struct job **l = NULL;
+    int n = -1;
+    struct store_filter f = {0};
+    assert_int_equal(ops->list(fx->c, other, &f, &l, &n), 0);
+    assert_int_equal(n, 0);
+    free(l);
+    struct store_stats st;
+    stats(fx, other, &st);
+    assert_int_equal(st.count[JOB_QUEUED], 0);
+    stats_release(&st);
+    stats(fx, owner, &st);
+    assert_int_equal(st.count[JOB_QUEUED], 1);
+    stats_release(&st);
+    assert_int_equal(cancel(fx, owner, id, NULL, NULL), 0);
+    assert_int_equal(retry(fx, other, id, T0 + 30), -ENOENT);
+    int64_t ids[4];
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->purge(fx->c, other, T0 + 100, 0, 4, ids, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ops->purge(fx->c, owner, T0 + 100, 0, 4, ids, &n), 0);
+    assert_int_equal(n, 1);
+    txn(fx, STORE_COMMIT);
+}
+
+/* ---- list, stats, pending, purge --------------------------------------- */
+
+static void
+test_list_pages_newest_first_with_keyset(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t ids[25];
+    for (int i = 0; i < 25; i++)
+        ids[i] = submit(fx, &sp);
+    struct store_filter f = {.limit = 10};
+    int64_t seen = 0, expect = 24;
+    for (int page = 0; page < 3; page++) {
+        struct job **l = NULL;
+        int n = 0;
+        assert_int_equal(ops->list(fx->c, admin, &f, &l, &n), 0);
+        assert_int_equal(n, page < 2 ? 10 : 5);
+        for (int i = 0; i < n; i++, expect--, seen++)
+            assert_int_equal(l[i]->id, ids[expect]);
+        f.before_id = l[n - 1]->id;
+        for (int i = 0; i < n; i++)
+            job_free(l[i]);
+        free(l);
+    }
+    assert_int_equal(seen, 25);
+}
+
+static void
+test_list_filters_by_states_and_queue(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec a = spec_q("a", 0), b = spec_q("b", 0);
+    int64_t a1 = submit(fx, &a), b1 = submit(fx, &b), a2 = submit(fx, &a);
+    struct job *j[1];
+    assert_int_equal(claim(fx, T0, 1, j), 1); /* a1 (oldest) runs */
+    assert_int_equal(j[0]->id, a1);
+    job_free(j[0]);
+    struct store_filter f = {.states = 1u << JOB_QUEUED | 1u << JOB_RUNNING, .queue = "a"};
+    struct job **l = NULL;
+    int n = 0;
+    assert_int_equal(ops->list(fx->c, admin, &f, &l, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(l[0]->id, a2);
+    assert_int_equal(l[1]->id, a1);
+    for (int i = 0; i < n; i++)
+        job_free(l[i]);
+    free(l);
+    f = (struct store_filter){.states = 1u << JOB_QUEUED, .limit = 1};
+    assert_int_equal(ops->list(fx->c, admin, &f, &l, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(l[0]->id, a2);
+    job_free(l[0]);
+    free(l);
+    (void)b1;
+}
+
+static void
+test_stats_come_from_counters(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec a = spec_q("a", 0), b = spec_q("b", 0);
+    for (int i = 0; i < 4; i++)
+        submit(fx, &a);
+    submit(fx, &b);
+    struct job *j[2];
+    assert_int_equal(claim(fx, T0, 2, j), 2);
+    assert_int_equal(complete(fx, j[0]->id, 1, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 1, 0), 0);
+    free_jobs(j, 2);
+    struct store_stats st;
+    stats(fx, admin, &st);
+    assert_int_equal(st.count[JOB_QUEUED], 3);
+    assert_int_equal(st.count[JOB_RUNNING], 1);
+    assert_int_equal(st.count[JOB_SUCCEEDED], 1);
+    assert_int_equal(st.nqueues, 2);
+    int64_t total = 0;
+    for (int q = 0; q < st.nqueues; q++)
+        for (int s = 0; s < JOB_NSTATES; s++)
+            total += st.queues[q].count[s];
+    assert_int_equal(total, 5);
+    assert_true(st.db_bytes > 0);
+    stats_release(&st);
+    int64_t pending = 0;
+    assert_int_equal(ops->pending(fx->c, &pending), 0);
+    assert_int_equal(pending, 3);
+    verify(fx);
+}
+
+static void
+test_hot_queries_use_their_index(void **state)
+{
+    /* Stats and the pending count read counters only (O(queues)); the
+     * claim, promotion and timer queries walk their partial index from
+     * its head and stop after LIMIT rows: never the jobs table, never a
+     * sort. */
+    struct fx *fx = *state;
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    const struct {
+        const char *sql, *index;
+    } q[] = {
+        {"SELECT queue, state, sum(n) FROM counters WHERE ?1 IS NULL OR uid = ?1 GROUP BY "
+         "queue, state",
+         NULL},
+        {"SELECT coalesce(sum(n), 0) FROM counters WHERE state IN (0, 1, 3)", NULL},
+        {"SELECT id, priority, run_at, deadline FROM jobs INDEXED BY jobs_ready WHERE state = 1 "
+         "AND queue = ?1 ORDER BY priority DESC, run_at, id LIMIT ?2",
+         "jobs_ready"},
+        {"SELECT coalesce((SELECT run_at FROM jobs INDEXED BY jobs_due WHERE state IN (0, 3) "
+         "ORDER BY run_at LIMIT 1), 0)",
+         "jobs_due"},
+        {"UPDATE jobs SET state = 1, updated_at = ?1 WHERE id IN (SELECT id FROM jobs INDEXED BY "
+         "jobs_due WHERE state IN (0, 3) AND run_at <= ?1 ORDER BY run_at LIMIT ?2)",
+         "jobs_due"},
+    };
+    fx_close(fx);
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
+        char sql[1024];
+        bool indexed = q[i].index == NULL;
+        snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", q[i].sql);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+        while (sqlite3_step(s) == SQLITE_ROW) {
+            const char *d = (const char *)sqlite3_column_text(s, 3);
+            print_message("FIGURE plan %zu: %s\n", i, d);
+            if (strstr(d, "jobs") != NULL && strstr(d, "INDEX") == NULL &&
+                strstr(d, "PRIMARY KEY") == NULL)
+                fail_msg("query %zu reads the jobs table without an index: %s", i, d);
+            assert_null(strstr(d, "TEMP B-TREE"));
+            if (q[i].index != NULL && strstr(d, q[i].index) != NULL)
+                indexed = true;
+        }
+        sqlite3_finalize(s);
+        assert_true(indexed);
+    }
+    sqlite3_close(db);
+}
+
+static void
+test_purge_deletes_in_bounded_chunks(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    const int n = 2500;
+    txn(fx, STORE_BEGIN);
+    for (int i = 0; i < n; i++) {
+        int64_t id;
+        bool ex;
+        assert_int_equal(ops->submit(fx->c, &sp, T0, &id, &ex), 0);
+    }
+    txn(fx, STORE_COMMIT);
+    /* Cancel all but one: canceled is terminal. */
+    struct store_filter f = {.limit = JOBQ_STORE_LIST_MAX};
+    struct job **l;
+    int got;
+    assert_int_equal(ops->list(fx->c, admin, &f, &l, &got), 0);
+    txn(fx, STORE_BEGIN);
+    for (int i = 1; i < got; i++)
+        assert_int_equal(ops->cancel(fx->c, admin, l[i]->id, T0 + 1, NULL, NULL), 0);
+    txn(fx, STORE_COMMIT);
+    for (int i = 0; i < got; i++)
+        job_free(l[i]);
+    free(l);
+    int64_t *ids = calloc(JOBQ_STORE_PURGE_CHUNK, sizeof(*ids)), total = 0;
+    int chunks = 0, k;
+    do {
+        txn(fx, STORE_BEGIN);
+        assert_int_equal(
+            ops->purge(fx->c, admin, T0 + 2, 1u << JOB_CANCELED, JOBQ_STORE_PURGE_CHUNK, ids, &k),
+            0);
+        txn(fx, STORE_COMMIT);
+        assert_true(k <= JOBQ_STORE_PURGE_CHUNK);
+        total += k;
+        chunks += k > 0;
+    } while (k > 0);
+    free(ids);
+    print_message("FIGURE purge: %" PRId64 " jobs in %d chunks of at most %d\n", total, chunks,
+                  JOBQ_STORE_PURGE_CHUNK);
+    assert_int_equal(total, n - 1);
+    assert_int_equal(chunks, 3);
+    struct store_stats st;
+    stats(fx, admin, &st);
+    assert_int_equal(st.count[JOB_CANCELED], 0);
+    assert_int_equal(st.count[JOB_QUEUED], 1);
+    stats_release(&st);
+    verify(fx);
+}
+
+static void
+test_purge_respects_age_and_states(void **state)
+{
+    struct fx *fx = *state;
+    int32_t a;
+    int64_t old = submit_and_claim(fx, &a);
+    assert_int_equal(complete(fx, old, a, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 10, 0), 0);
+    int64_t young = submit_and_claim(fx, &a);
+    assert_int_equal(complete(fx, young, a, OUTCOME_SUCCEEDED, JOB_SUCCEEDED, T0 + 1000, 0), 0);
+    int64_t failed = submit_and_claim(fx, &a);
+    assert_int_equal(complete(fx, failed, a, OUTCOME_EXITED, JOB_FAILED, T0 + 10, 0), 0);
+    int64_t ids[8];
+    int n;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->purge(fx->c, admin, T0 + 500, 1u << JOB_SUCCEEDED, 8, ids, &n), 0);
+    txn(fx, STORE_COMMIT);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], old);
+    struct job *g = NULL;
+    assert_int_equal(ops->get(fx->c, admin, old, &g), -ENOENT);
+    job_free(get(fx, young));
+    job_free(get(fx, failed));
+    verify(fx);
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+static void
+test_recovery_lists_then_marks_interrupted(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0), dl = spec_q("q", 0);
+    dl.deadline = T0 + 500;
+    int64_t id1 = submit(fx, &sp), id2 = submit(fx, &dl);
+    struct job *j[2];
+    assert_int_equal(claim(fx, T0, 2, j), 2);
+    free_jobs(j, 2);
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->set_pgid(fx->c, id1, 1, 777), 0);
+    txn(fx, STORE_COMMIT);
+    fx_close(fx); /* the daemon "crashes" */
+    fx_open(fx);
+    struct store_running *r = NULL;
+    size_t n = 0;
+    assert_int_equal(ops->running(fx->c, &r, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(r[0].id, id1);
+    assert_int_equal(r[0].attempt, 1);
+    assert_int_equal(r[0].pgid, 777);
+    assert_string_equal(r[0].boot_id, "boot-a");
+    free(r);
+    int64_t retrying = 0, failed = 0;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->recover(fx->c, T0 + 1000, 42, &retrying, &failed), 0);
+    txn(fx, STORE_COMMIT);
+    assert_int_equal(retrying, 1);
+    assert_int_equal(failed, 1);
+    struct job *g = get(fx, id1);
+    assert_int_equal(g->state, JOB_RETRYING);
+    assert_int_equal(g->interrupted, 1);
+    assert_true(g->spec.run_at >= T0 + 1000 && g->spec.run_at <= T0 + 2000);
+    assert_int_equal(g->attempts[0].outcome, OUTCOME_INTERRUPTED);
+    assert_int_equal(g->attempts[0].finished_at, T0 + 1000);
+    job_free(g);
+    g = get(fx, id2);
+    assert_int_equal(g->state, JOB_FAILED);
+    assert_int_equal(g->outcome, OUTCOME_INTERRUPTED);
+    job_free(g);
+    assert_int_equal(ops->running(fx->c, &r, &n), 0);
+    assert_int_equal(n, 0);
+    free(r);
+    verify(fx);
+}
+
+static void
+test_interrupted_attempt_does_not_use_up_budget(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    sp.max_attempts = 1;
+    sp.backoff_base_ms = 0;
+    sp.backoff_max_ms = 0;
+    int64_t id = submit(fx, &sp);
+    for (int round = 1; round <= 3; round++) {
+        struct job *j[1];
+        int64_t r, f;
+        assert_int_equal(claim(fx, T0 + round * 10, 1, j), 1);
+        assert_int_equal(j[0]->attempt, round);
+        job_free(j[0]);
+        txn(fx, STORE_BEGIN);
+        assert_int_equal(ops->recover(fx->c, T0 + round * 10 + 1, 1, &r, &f), 0);
+        txn(fx, STORE_COMMIT);
+        assert_int_equal(r, 1);
+    }
+    struct job *g = get(fx, id);
+    assert_int_equal(g->interrupted, 3);
+    assert_int_equal(g->attempt - g->interrupted, 0);
+    job_free(g);
+}
+
+/* ---- failure injection ------------------------------------------------- */
+
+static void
+test_commit_fault_rolls_back_everything(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t kept = submit(fx, &sp), lost;
+    bool ex;
+    fx->point = STORE_FAULT_COMMIT;
+    fx->fail_at = 1;
+    fx->err = -ENOSPC;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->submit(fx->c, &sp, T0, &lost, &ex), 0);
+    assert_int_equal(ops->txn(fx->c, STORE_COMMIT), -ENOSPC);
+    struct job *g = NULL;
+    assert_int_equal(ops->get(fx->c, admin, lost, &g), -ENOENT);
+    job_free(get(fx, kept));
+    fx->fail_at = 0;
+    assert_true(submit(fx, &sp) > kept);
+    verify(fx);
+}
+
+static void
+test_write_fault_fails_commit_with_storage_error(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t kept = submit(fx, &sp), lost;
+    bool ex;
+    /* Every write from now on fails as on a full disk. */
+    fx->point = STORE_FAULT_WRITE;
+    fx->fail_at = 1;
+    fx->sticky = true;
+    fx->err = -ENOSPC;
+    txn(fx, STORE_BEGIN);
+    int rc = ops->submit(fx->c, &sp, T0, &lost, &ex);
+    if (rc == 0)
+        rc = ops->txn(fx->c, STORE_COMMIT);
+    else
+        ops->txn(fx->c, STORE_ROLLBACK);
+    assert_int_equal(rc, -ENOSPC);
+    /* Reads still work while writes fail. */
+    job_free(get(fx, kept));
+    struct job *g = NULL;
+    assert_int_equal(ops->get(fx->c, admin, lost, &g), -ENOENT);
+    /* Space returns: writes work again on the same connection. */
+    fx->fail_at = 0;
+    int64_t after = submit(fx, &sp);
+    assert_true(after > kept);
+    verify(fx);
+}
+
+static void
+test_sync_fault_fails_commit_with_io_error(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t lost;
+    bool ex;
+    fx->point = STORE_FAULT_SYNC;
+    fx->fail_at = 1;
+    fx->err = -EIO;
+    txn(fx, STORE_BEGIN);
+    assert_int_equal(ops->submit(fx->c, &sp, T0, &lost, &ex), 0);
+    assert_int_equal(ops->txn(fx->c, STORE_COMMIT), -EIO);
+    fx->fail_at = 0;
+    submit(fx, &sp);
+    verify(fx);
+}
+
+static void
+test_verify_detects_counter_drift(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    submit(fx, &sp);
+    verify(fx);
+    fx_close(fx);
+    sql_exec(fx->path, "UPDATE counters SET n = n + 1");
+    fx_open(fx);
+    char why[256] = "";
+    assert_int_equal(ops->verify(fx->c, why, sizeof(why)), -EIO);
+    assert_non_null(strstr(why, "counter"));
+}
+
+static void
+test_savepoint_undoes_one_request_only(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t a, b;
+    bool ex;
+    txn(fx, STORE_BEGIN);
+    txn(fx, STORE_SAVEPOINT);
+    assert_int_equal(ops->submit(fx->c, &sp, T0, &a, &ex), 0);
+    txn(fx, STORE_RELEASE);
+    txn(fx, STORE_SAVEPOINT);
+    assert_int_equal(ops->submit(fx->c, &sp, T0, &b, &ex), 0);
+    txn(fx, STORE_ROLLBACK_TO);
+    txn(fx, STORE_COMMIT);
+    struct job *g = NULL;
+    job_free(get(fx, a));
+    assert_int_equal(ops->get(fx->c, admin, b, &g), -ENOENT);
+    verify(fx);
+}
+
+static void
+test_reader_sees_committed_writes(void **state)
+{
+    struct fx *fx = *state;
+    struct store_conn *r;
+    char why[128];
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = submit(fx, &sp);
+    assert_int_equal(ops->open(&fx->opts, STORE_READER, &r, why, sizeof(why)), 0);
+    struct job *g = NULL;
+    assert_int_equal(ops->get(r, admin, id, &g), 0);
+    job_free(g);
+    /* A reader cannot write. */
+    int64_t other;
+    bool ex;
+    assert_int_equal(ops->txn(r, STORE_BEGIN), 0);
+    assert_int_equal(ops->submit(r, &sp, T0, &other, &ex), -EROFS);
+    assert_int_equal(ops->txn(r, STORE_ROLLBACK), 0);
+    ops->close(r);
+}
+
+static void
+test_wal_stays_bounded_with_open_reader(void **state)
+{
+    struct fx *fx = *state;
+    struct store_conn *r;
+    char why[128], wal[160];
+    struct stat sb;
+    struct job_spec sp = spec_q("q", 0);
+    snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+    assert_int_equal(ops->open(&fx->opts, STORE_READER, &r, why, sizeof(why)), 0);
+    off_t peak = 0;
+    for (int round = 0; round < 20; round++) {
+        txn(fx, STORE_BEGIN);
+        for (int i = 0; i < 500; i++) {
+            int64_t id;
+            bool ex;
+            assert_int_equal(ops->submit(fx->c, &sp, T0, &id, &ex), 0);
+        }
+        txn(fx, STORE_COMMIT);
+        /* The long-lived reader reads between writes. */
+        struct store_stats st;
+        assert_int_equal(ops->stats(r, admin, &st), 0);
+        stats_release(&st);
+        assert_int_equal(ops->maintain(fx->c), 0);
+        assert_int_equal(stat(wal, &sb), 0);
+        peak = sb.st_size > peak ? sb.st_size : peak;
+    }
+    print_message("FIGURE wal peak %lld bytes over 10000 jobs with a reader open\n",
+                  (long long)peak);
+    /* Each round restarts the WAL: it never holds more than ~one round. */
+    assert_true(peak < 8 * 1024 * 1024);
+    ops->close(r);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_creates_latest_schema_with_app_id, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_open_sets_wal_and_pragmas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_file_gets_latest_schema, setup_closed, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_version_is_refused_unmodified,
+                                        setup_closed, teardown),
+        cmocka_unit_test_setup_teardown(test_migrations_from_every_version_reach_fresh_schema,
+                                        setup_closed, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_database_is_refused_unmodified, setup_closed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unmarked_database_with_tables_is_refused, setup_closed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_non_sqlite_file_is_refused_unmodified, setup_closed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_database_is_refused_unmodified, setup_closed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_scribbled_database_is_refused_unmodified, setup_closed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_scribbled_header_is_refused_unmodified, setup_closed,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_submit_round_trips_every_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submit_defaults_queue_and_null_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submit_ids_increase_and_are_never_reused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_future_run_at_is_scheduled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unique_key_returns_existing_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unique_key_twice_in_one_transaction_creates_one_job,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_follows_priority_then_run_at_then_id, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_claim_merges_queues_in_priority_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_claim_marks_running_and_records_attempt, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_claim_skips_paused_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pausing_unknown_queue_creates_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_honours_queue_concurrency_limit, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_claim_promotes_due_retrying_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_fails_job_whose_deadline_passed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_claim_of_zero_or_nothing_ready_is_empty, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_set_pgid_of_open_attempt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_complete_succeeded_is_terminal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_completion_is_refused_and_changes_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_complete_rejects_bad_next_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_completion_keeps_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_queued_job_never_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_running_job_keeps_attempt_open_until_completed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_finished_job_is_conflict, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_retry_failed_job_keeps_history_and_gives_one_more_attempt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_of_active_or_succeeded_job_is_conflict, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_deadline_is_conflict, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_uid_sees_nothing_of_anothers_job, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_list_pages_newest_first_with_keyset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_filters_by_states_and_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats_come_from_counters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_queries_use_their_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_deletes_in_bounded_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_respects_age_and_states, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_lists_then_marks_interrupted, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_attempt_does_not_use_up_budget, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_commit_fault_rolls_back_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_fault_fails_commit_with_storage_error, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sync_fault_fails_commit_with_io_error, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_verify_detects_counter_drift, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_savepoint_undoes_one_request_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_sees_committed_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_stays_bounded_with_open_reader, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
