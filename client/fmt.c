@@ -175,14 +175,65 @@ fmt_age(int64_t now_ms, int64_t then_ms, char *buf, size_t len)
     return buf;
 }
 
+static void
+indent(FILE *out, int depth)
+{
+    fputc('\n', out);
+    for (int i = 0; i < depth; i++)
+        fputs("  ", out);
+}
+
 int
 fmt_json(FILE *out, const cJSON *item)
 {
-    char *s = cJSON_Print(item);
+    /* cJSON_Print indents with tabs and puts a tab after each colon;
+     * reindent its compact form the way jq prints, which people read and
+     * diff more easily. */
+    char *s = cJSON_PrintUnformatted(item);
+    bool in_string = false;
+    int depth = 0;
 
     if (s == NULL)
         return -ENOMEM;
-    fputs(s, out);
+    for (const char *p = s; *p; p++) {
+        if (in_string) {
+            fputc(*p, out);
+            if (*p == '\\' && p[1] != '\0')
+                fputc(*++p, out);
+            else if (*p == '"')
+                in_string = false;
+            continue;
+        }
+        switch (*p) {
+        case '"':
+            in_string = true;
+            fputc(*p, out);
+            break;
+        case '{':
+        case '[':
+            fputc(*p, out);
+            if (p[1] == '}' || p[1] == ']') {
+                fputc(*++p, out); /* {} and [] stay on one line */
+                break;
+            }
+            indent(out, ++depth);
+            break;
+        case '}':
+        case ']':
+            indent(out, --depth);
+            fputc(*p, out);
+            break;
+        case ',':
+            fputc(',', out);
+            indent(out, depth);
+            break;
+        case ':':
+            fputs(": ", out);
+            break;
+        default:
+            fputc(*p, out);
+        }
+    }
     fputc('\n', out);
     free(s);
     return 0;

@@ -131,8 +131,10 @@ attempts_table(const struct cli *c, const cJSON *attempts, FILE *out)
         if (json_int(a, "exit_code", -1) >= 0)
             snprintf(code, sizeof(code), "%lld", (long long)json_int(a, "exit_code", -1));
         snprintf(sig, sizeof(sig), "-");
-        if (json_int(a, "signal", 0) > 0)
-            signal_text(json_int(a, "signal", 0), sig, sizeof(sig));
+        if (json_int(a, "signal", 0) > 0 && sigabbrev_np((int)json_int(a, "signal", 0)))
+            snprintf(sig, sizeof(sig), "SIG%s", sigabbrev_np((int)json_int(a, "signal", 0)));
+        else if (json_int(a, "signal", 0) > 0)
+            snprintf(sig, sizeof(sig), "%lld", (long long)json_int(a, "signal", 0));
         snprintf(log, sizeof(log), "%lld%s", (long long)json_int(a, "log_bytes", 0),
                  json_bool(a, "log_truncated") ? " (truncated)" : "");
         const char *row[] = {num,  json_str(a, "started_at"),
@@ -142,7 +144,8 @@ attempts_table(const struct cli *c, const cJSON *attempts, FILE *out)
         table_add(t, row);
     }
     fputc('\n', out);
-    table_print(t, out, c->columns);
+    /* Not cut to the terminal: the error column is the point of it. */
+    table_print(t, out, 0);
     table_free(t);
 }
 
