@@ -15,7 +15,8 @@
  *
  * --log FILE    append every request line received to FILE
  * --reverse     hold replies while more requests are arriving, then send
- *               them newest first (tests that the client matches by id)
+ *               them newest first (tests that the client matches by id);
+ *               logs "# flush N" with the number sent at once
  * --refuse CODE answer every connection with one error (id null), close
  * --hangup      close a connection as soon as a request arrives
  * --garbage     answer every request with a line that is not JSON
@@ -289,6 +290,11 @@ static void
 flush_held(struct conn *c)
 {
     int n = cJSON_GetArraySize(c->held);
+    char note[64];
+
+    /* Tells a test how many requests were in flight at once. */
+    snprintf(note, sizeof(note), "# flush %d", n);
+    log_line(note, strlen(note));
 
     for (int i = n - 1; i >= 0; i--)
         send_json(c->fd, cJSON_GetArrayItem(c->held, i));
