@@ -200,8 +200,8 @@ cli_connect(struct cli *c)
     if (c->rpc != NULL)
         return 0;
     if ((rc = rpc_socket_path(&w, c->socket_path, sizeof(c->socket_path), &c->socket_fallback)) < 0)
-        return cli_errorf(c, EXIT_USAGE, "socket path too long: %.100s...",
-                          c->socket_flag ? c->socket_flag : c->env_socket);
+        return cli_errorf(c, EXIT_USAGE, "the socket path is too long (over %zu bytes)",
+                          sizeof(c->socket_path) - 1);
     if ((rc = rpc_connect(c->socket_path, &c->rpc)) < 0)
         return cli_fail(c, rc, NULL);
     return 0;

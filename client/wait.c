@@ -121,12 +121,16 @@ wait_outcome(struct cli *c, const cJSON *jobs, bool timed_out, int64_t timeout_m
     const cJSON *j;
     char buf[512], dur[32];
 
+    /* One unfinished job means the wait did not complete, whatever the
+     * others did; a daemon that says otherwise is taken at its jobs. */
+    cJSON_ArrayForEach (j, jobs) {
+        if (job_exit_code(j) == EXIT_WAIT_TIMEOUT)
+            timed_out = true;
+    }
     cJSON_ArrayForEach (j, jobs) {
         int code = job_exit_code(j);
-        if (code == EXIT_OK)
+        if (code == EXIT_OK || timed_out)
             continue;
-        if (timed_out || code == EXIT_WAIT_TIMEOUT)
-            break;
         job_exit_reason(j, buf, sizeof(buf));
         return cli_errorf(c, code, "%s", buf);
     }
@@ -138,6 +142,10 @@ wait_outcome(struct cli *c, const cJSON *jobs, bool timed_out, int64_t timeout_m
         if (job_exit_code(j) != EXIT_WAIT_TIMEOUT)
             continue;
         long long id = (long long)json_int(j, "id", 0);
+        if (timeout_ms < 0)
+            return cli_errorf(c, EXIT_WAIT_TIMEOUT,
+                              "jobqd ended the wait with job %lld still %s (wait again)", id,
+                              state != NULL ? state : "unfinished");
         return cli_errorf(c, EXIT_WAIT_TIMEOUT,
                           "job %lld is still %s after %s (wait again, or 'jobq cancel %lld')", id,
                           state != NULL ? state : "unfinished",
