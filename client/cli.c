@@ -232,8 +232,11 @@ cli_main(struct cli *c, int argc, char **argv)
     char why[512];
     int code;
 
-    if (cli_parse(c, argc, argv, &r, why, sizeof(why)) < 0) {
+    why[0] = '\0';
+    if ((code = cli_parse(c, argc, argv, &r, why, sizeof(why))) < 0) {
         req_clear(&r);
+        if (code != -EINVAL)
+            return cli_errorf(c, EXIT_PROTOCOL, "%s", strerror(-code));
         return cli_errorf(c, EXIT_USAGE, "%s", why);
     }
     if (r.help) {
