@@ -261,7 +261,7 @@ fi
 
 # show with several ids: the gets are pipelined, the fake answers newest
 # first, and the client still prints them in the order asked.
-start_fake --reverse
+start_fake --reverse 3
 reply get '{"result":{"id":"@params.id","state":"succeeded","queue":"default","command":["true"],"attempt":1,"max_attempts":1,"attempts":[{"attempt":1,"started_at":"2026-12-04T16:18:16.123Z","finished_at":"2026-12-04T16:18:17.123Z","outcome":"succeeded","exit_code":0,"signal":null,"error":null,"log_bytes":3,"log_truncated":false}]}}'
 jobq show 3 1 2
 order=$(grep '^id:' "$tmp/out" | awk '{print $2}' | tr '\n' ' ')

@@ -3,7 +3,7 @@
  * binary without the daemon: a single-threaded Unix-socket server that
  * answers each JSON-RPC request line with a canned reply chosen by method.
  *
- *   fake_jobqd --socket PATH --replies DIR [--log FILE] [--reverse]
+ *   fake_jobqd --socket PATH --replies DIR [--log FILE] [--reverse N]
  *              [--refuse CODE] [--hangup] [--garbage] [--stale]
  *
  * Replies: the n-th call of METHOD (counted over the whole run, from 1)
@@ -14,9 +14,10 @@
  * batches an array, as docs/PROTOCOL.md says.
  *
  * --log FILE    append every request line received to FILE
- * --reverse     hold replies while more requests are arriving, then send
- *               them newest first (tests that the client matches by id);
- *               logs "# flush N" with the number sent at once
+ * --reverse N   hold replies until N are waiting on the connection (or
+ *               none came for a while), then send them newest first: tests
+ *               that the client pipelines and matches replies by id; logs
+ *               "# flush N" with the number sent at once
  * --refuse CODE answer every connection with one error (id null), close
  * --hangup      close a connection as soon as a request arrives
  * --garbage     answer every request with a line that is not JSON
@@ -41,8 +42,9 @@
 
 #define MAX_CONNS 64
 #define MAX_METHODS 64
-/* Quiet time after the last request before --reverse sends what it held. */
-#define REVERSE_QUIET_MS 100
+/* Quiet time after the last request before --reverse sends fewer replies
+ * than asked for: long, so a slow (sanitized) client still pipelines. */
+#define REVERSE_QUIET_MS 2000
 
 struct conn {
     int fd;
@@ -54,7 +56,8 @@ struct conn {
 
 static struct {
     const char *socket, *replies, *log;
-    bool reverse, hangup, garbage, stale;
+    bool hangup, garbage, stale;
+    int reverse; /* replies to hold before sending; 0: none */
     int refuse;
     struct {
         char name[64];
@@ -279,6 +282,8 @@ handle_line(struct conn *c, const char *line, size_t len)
             c->held = cJSON_CreateArray();
         cJSON_AddItemToArray(c->held, reply);
         c->quiet = mono_ms() + REVERSE_QUIET_MS;
+        if (cJSON_GetArraySize(c->held) >= fake.reverse)
+            c->quiet = 0; /* send at the next turn of the loop */
         return true;
     }
     send_json(c->fd, reply);
@@ -432,7 +437,7 @@ serve(int lfd)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: fake_jobqd --socket PATH --replies DIR [--log FILE] [--reverse]\n"
+    fprintf(stderr, "usage: fake_jobqd --socket PATH --replies DIR [--log FILE] [--reverse N]\n"
                     "                  [--refuse CODE] [--hangup] [--garbage] [--stale]\n");
     exit(64);
 }
@@ -453,8 +458,8 @@ main(int argc, char **argv)
             fake.log = argv[++i];
         else if (strcmp(a, "--refuse") == 0 && i + 1 < argc)
             fake.refuse = atoi(argv[++i]);
-        else if (strcmp(a, "--reverse") == 0)
-            fake.reverse = true;
+        else if (strcmp(a, "--reverse") == 0 && i + 1 < argc)
+            fake.reverse = atoi(argv[++i]);
         else if (strcmp(a, "--hangup") == 0)
             fake.hangup = true;
         else if (strcmp(a, "--garbage") == 0)
