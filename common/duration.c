@@ -84,8 +84,7 @@ duration_parse_ms(const char *s, int64_t *ms, char *why, size_t whylen)
     return 0;
 bad:
     snprintf(why, whylen,
-             "bad duration \"%s\": expected a number with a unit, like 250ms, 30s, 5m, 2h, 1d",
-             s);
+             "bad duration \"%s\": expected a number with a unit, like 250ms, 30s, 5m, 2h, 1d", s);
     return -EINVAL;
 }
 

@@ -61,8 +61,7 @@ test_time_rfc3339_and_offsets(void **state)
     assert_int_equal(t, 0);
     assert_int_equal(time_parse_ms("2026-12-04T16:18:16.123Z", 0, &t, why, sizeof(why)), 0);
     assert_int_equal(t, 1796401096123LL);
-    assert_int_equal(time_parse_ms("2026-12-04T17:18:16.123+01:00", 0, &t, why, sizeof(why)),
-                     0);
+    assert_int_equal(time_parse_ms("2026-12-04T17:18:16.123+01:00", 0, &t, why, sizeof(why)), 0);
     assert_int_equal(t, 1796401096123LL);
     assert_int_equal(time_parse_ms("2024-02-29 00:00:00Z", 0, &t, why, sizeof(why)), 0);
     assert_int_equal(time_parse_ms("2023-02-29T00:00:00Z", 0, &t, why, sizeof(why)), -EINVAL);
@@ -99,8 +98,7 @@ test_duration_format_human(void **state)
     assert_string_equal(duration_format(12300, buf, sizeof(buf)), "12.3s");
     assert_string_equal(duration_format(200000, buf, sizeof(buf)), "3m20s");
     assert_string_equal(duration_format(7500000, buf, sizeof(buf)), "2h5m");
-    assert_string_equal(duration_format(3 * 86400000LL + 4 * 3600000LL, buf, sizeof(buf)),
-                        "3d4h");
+    assert_string_equal(duration_format(3 * 86400000LL + 4 * 3600000LL, buf, sizeof(buf)), "3d4h");
 }
 
 int

@@ -54,19 +54,19 @@ int job_outcome_parse(const char *name, enum job_outcome *o);
 /* What a client submits. Every pointer is owned by the spec
  * (job_spec_free); arrays are NULL-terminated. */
 struct job_spec {
-    char *name;          /* may be NULL */
-    char *queue;         /* NULL means "default" */
-    int32_t priority;    /* higher runs first */
-    char **command;      /* argv, at least one element */
-    char **env;          /* "K=V" entries added to the daemon's base env; may be NULL */
-    char *cwd;           /* NULL: the daemon's job directory default */
-    char *unique_key;    /* NULL: no idempotency key */
-    int32_t max_attempts;   /* >= 1, including the first */
+    char *name;           /* may be NULL */
+    char *queue;          /* NULL means "default" */
+    int32_t priority;     /* higher runs first */
+    char **command;       /* argv, at least one element */
+    char **env;           /* "K=V" entries added to the daemon's base env; may be NULL */
+    char *cwd;            /* NULL: the daemon's job directory default */
+    char *unique_key;     /* NULL: no idempotency key */
+    int32_t max_attempts; /* >= 1, including the first */
     int64_t backoff_base_ms;
     int64_t backoff_max_ms;
-    int64_t timeout_ms;  /* per attempt; 0 = none */
-    int64_t deadline;    /* Unix ms; 0 = none */
-    int64_t run_at;      /* Unix ms; 0 = now */
+    int64_t timeout_ms; /* per attempt; 0 = none */
+    int64_t deadline;   /* Unix ms; 0 = none */
+    int64_t run_at;     /* Unix ms; 0 = now */
     /* Filled by the server from SO_PEERCRED, never from the request. */
     uid_t uid;
     gid_t gid;
@@ -87,12 +87,12 @@ struct job_attempt {
     int64_t started_at;  /* Unix ms */
     int64_t finished_at; /* Unix ms, 0 while running */
     enum job_outcome outcome;
-    int32_t exit_code;   /* valid for OUTCOME_EXITED/SUCCEEDED/SPAWN_ERROR, else -1 */
-    int32_t signal;      /* the terminating signal, 0 if none */
-    char *error;         /* owned; NULL if none */
-    int64_t log_bytes;   /* captured output kept */
-    bool log_truncated;  /* output beyond the cap was dropped */
-    int32_t pgid;        /* process group while running, 0 if none */
+    int32_t exit_code;  /* valid for OUTCOME_EXITED/SUCCEEDED/SPAWN_ERROR, else -1 */
+    int32_t signal;     /* the terminating signal, 0 if none */
+    char *error;        /* owned; NULL if none */
+    int64_t log_bytes;  /* captured output kept */
+    bool log_truncated; /* output beyond the cap was dropped */
+    int32_t pgid;       /* process group while running, 0 if none */
     /* Kernel boot id when the attempt started: a pgid from another boot
      * names no leftover process. Empty if unknown. */
     char boot_id[JOBQ_BOOT_ID_BYTES];
@@ -103,7 +103,7 @@ struct job {
     int64_t id;
     struct job_spec spec;
     enum job_state state;
-    int32_t attempt;     /* attempts started so far */
+    int32_t attempt; /* attempts started so far */
     /* Attempts interrupted by the daemon stopping: they do not use up the
      * budget, which is max_attempts - (attempt - interrupted). */
     int32_t interrupted;
@@ -113,10 +113,10 @@ struct job {
     int64_t updated_at;
     /* Outcome of the last finished attempt. */
     enum job_outcome outcome;
-    int32_t exit_code;   /* -1 if none */
+    int32_t exit_code; /* -1 if none */
     int32_t signal;
-    char *error;         /* owned; NULL if none */
-    bool log_truncated;  /* the last finished attempt's output went over the cap */
+    char *error;        /* owned; NULL if none */
+    bool log_truncated; /* the last finished attempt's output went over the cap */
     /* Filled by store_job_get only; NULL/0 elsewhere. Owned. */
     struct job_attempt *attempts;
     int32_t nattempts;

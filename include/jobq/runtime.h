@@ -233,8 +233,8 @@ enum chan_op { CHAN_SEND, CHAN_RECV };
 struct chan_case {
     struct chan *ch; /* NULL: the case is skipped */
     enum chan_op op;
-    void *elem;     /* send: borrowed source; recv: destination or NULL */
-    int status;     /* out: 0, or RT_ECLOSED for the chosen case */
+    void *elem; /* send: borrowed source; recv: destination or NULL */
+    int status; /* out: 0, or RT_ECLOSED for the chosen case */
 };
 /*
  * Waits until one case can proceed, performs it and returns its index.
@@ -288,18 +288,18 @@ int rt_blocking(struct ctx *ctx, int (*fn)(void *arg), void *arg);
 
 struct rt_stats {
     int threads;
-    uint64_t spawned;                     /* since rt_new */
-    uint64_t live;                        /* alive now */
-    uint64_t peak;                        /* most alive at once */
-    uint64_t runnable;                    /* in a run queue */
-    uint64_t running;                     /* on a CPU now */
-    uint64_t parked[CORO_WAIT_NREASONS];  /* by reason */
-    uint64_t stack_bytes_mapped;          /* stacks in use + pooled, virtual */
-    uint64_t stack_bytes_in_use;          /* stacks of live coroutines */
-    uint64_t stacks_guarded;              /* stacks with a guard page */
-    uint64_t stacks_canary_only;          /* stacks checked by canary alone */
-    uint64_t blocking_queued;             /* rt_blocking calls waiting */
-    uint64_t blocking_running;            /* rt_blocking calls executing */
+    uint64_t spawned;                    /* since rt_new */
+    uint64_t live;                       /* alive now */
+    uint64_t peak;                       /* most alive at once */
+    uint64_t runnable;                   /* in a run queue */
+    uint64_t running;                    /* on a CPU now */
+    uint64_t parked[CORO_WAIT_NREASONS]; /* by reason */
+    uint64_t stack_bytes_mapped;         /* stacks in use + pooled, virtual */
+    uint64_t stack_bytes_in_use;         /* stacks of live coroutines */
+    uint64_t stacks_guarded;             /* stacks with a guard page */
+    uint64_t stacks_canary_only;         /* stacks checked by canary alone */
+    uint64_t blocking_queued;            /* rt_blocking calls waiting */
+    uint64_t blocking_running;           /* rt_blocking calls executing */
 };
 /* A racy but consistent-enough snapshot (each counter read once). */
 void rt_stats(struct rt *rt, struct rt_stats *out);

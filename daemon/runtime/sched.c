@@ -1,0 +1,1228 @@
+/*
+ * sched — the scheduler threads, the run queues, spawning, parking and
+ * waking, the per-thread timer heap and the libevent integration. Each
+ * scheduler thread owns one event_base (created without locks), a local
+ * run queue only it touches, a remote queue other threads push onto, and
+ * the coroutines that started on it, for their whole life.
+ *
+ * Switching is direct: a coroutine that parks or yields switches straight
+ * to the next runnable coroutine of its thread; only when none is left, or
+ * every JOBQ_SCHED_POLL_EVERY switches, does it return to the scheduler
+ * loop, which drains the remote queue, fires due timers, polls the event
+ * base, and when there is nothing to do spins briefly and then sleeps in
+ * epoll until an fd, a timer or its notify eventfd wakes it.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event_struct.h>
+
+#include "rt_int.h"
+
+#if defined(JOBQ_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(JOBQ_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* The scheduler of the calling thread; NULL on other threads. One of the
+ * three globals STYLE allows: coroutines never migrate, so it is stable for
+ * a coroutine's whole life. */
+_Thread_local struct sched *rt_tl_sched;
+
+/* Lower bound of the adaptive spin, so a thread that spun in vain many
+ * times still notices a hand-off that lands right after its work ends. */
+#define SPIN_MIN_NS 2000
+
+int64_t
+rt_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void
+rt_logf(struct rt *rt, enum rt_log_level level, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (rt != NULL && rt->log != NULL) {
+        rt->log(rt->log_arg, level, msg);
+        return;
+    }
+    fprintf(stderr, "jobq runtime: %s\n", msg);
+}
+
+static inline void
+stat_add(atomic_uint_fast64_t *c, int64_t d)
+{
+    /* Only the owning thread writes, so load+store needs no lock prefix. */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
+                          memory_order_relaxed);
+}
+
+static uint64_t
+xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+uint64_t
+rt_rand(void)
+{
+    static _Thread_local uint64_t foreign;
+    struct sched *s = rt_tl_sched;
+
+    if (s != NULL)
+        return xorshift(&s->rnd);
+    if (foreign == 0)
+        foreign = (uint64_t)rt_now_ns() * 0x9E3779B97F4A7C15ull | 1;
+    return xorshift(&foreign);
+}
+
+/* ---- futex for plain threads ------------------------------------------ */
+
+static void
+futex_wait(atomic_int *addr, int val, int64_t timeout_ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tsp = &ts;
+    }
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+}
+
+static void
+futex_wake(atomic_int *addr)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ---- run queues ------------------------------------------------------- */
+
+static inline void
+rq_push_tail(struct sched *s, struct coro *c)
+{
+    c->next = NULL;
+    if (s->rq_tail != NULL)
+        s->rq_tail->next = c;
+    else
+        s->rq_head = c;
+    s->rq_tail = c;
+    s->rq_len++;
+}
+
+static inline void
+rq_push_head(struct sched *s, struct coro *c)
+{
+    c->next = s->rq_head;
+    s->rq_head = c;
+    if (s->rq_tail == NULL)
+        s->rq_tail = c;
+    s->rq_len++;
+}
+
+static inline struct coro *
+rq_pop(struct sched *s)
+{
+    struct coro *c = s->rq_head;
+    if (c != NULL) {
+        s->rq_head = c->next;
+        if (s->rq_head == NULL)
+            s->rq_tail = NULL;
+        s->rq_len--;
+    }
+    return c;
+}
+
+static void
+notify(struct sched *s)
+{
+    uint64_t one = 1;
+    /* Only the waker that flips `sleeping` writes: one syscall per sleep,
+     * however many threads push meanwhile. */
+    if (atomic_load(&s->sleeping) && atomic_exchange(&s->sleeping, 0)) {
+        while (write(s->notify_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+static void
+remote_push(struct sched *s, struct coro *c)
+{
+    struct coro *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
+    do {
+        c->rnext = head;
+    } while (!atomic_compare_exchange_weak(&s->remote, &head, c));
+    notify(s);
+}
+
+static void
+remote_drain(struct sched *s)
+{
+    struct coro *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_acquire);
+    struct coro *rev = NULL;
+
+    /* The stack is LIFO; reverse it so wake-ups keep their order. */
+    while (list != NULL) {
+        struct coro *n = list->rnext;
+        list->rnext = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev != NULL) {
+        struct coro *n = rev->rnext;
+        rev->state = CORO_RUNNABLE;
+        rq_push_tail(s, rev);
+        rev = n;
+    }
+}
+
+void
+coro_ready(struct coro *c)
+{
+    struct sched *home = c->home;
+
+    if (home == rt_tl_sched) {
+        c->state = CORO_RUNNABLE;
+        rq_push_tail(home, c);
+    } else {
+        remote_push(home, c);
+    }
+}
+
+/* ---- waiters ---------------------------------------------------------- */
+
+void
+waiter_complete(struct waiter *w, int status, int index)
+{
+    struct coro *co = w->co;
+
+    w->status = status;
+    w->index = index;
+    atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
+    if (co != NULL)
+        coro_ready(co);
+    else
+        futex_wake(&w->fired); /* harmless if the waiter already left */
+}
+
+bool
+waiter_fire(struct waiter *w, int status, int index)
+{
+    if (!waiter_claim(w))
+        return false;
+    waiter_complete(w, status, index);
+    return true;
+}
+
+/* ---- timers: a binary min-heap per thread ------------------------------ */
+
+static inline void
+heap_set(struct sched *s, size_t i, struct timer *t)
+{
+    s->heap[i] = t;
+    t->slot = i;
+}
+
+static void
+heap_up(struct sched *s, size_t i)
+{
+    struct timer *t = s->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (s->heap[p]->when <= t->when)
+            break;
+        heap_set(s, i, s->heap[p]);
+        i = p;
+    }
+    heap_set(s, i, t);
+}
+
+static void
+heap_down(struct sched *s, size_t i)
+{
+    struct timer *t = s->heap[i];
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        struct timer *mt = t;
+        if (l < s->nheap && s->heap[l]->when < mt->when)
+            m = l, mt = s->heap[l];
+        if (l + 1 < s->nheap && s->heap[l + 1]->when < mt->when)
+            m = l + 1, mt = s->heap[l + 1];
+        if (m == i)
+            break;
+        heap_set(s, i, mt);
+        i = m;
+    }
+    heap_set(s, i, t);
+}
+
+void
+timer_add(struct sched *s, struct timer *t)
+{
+    if (s->nheap == s->heap_cap) {
+        size_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
+        struct timer **h = realloc(s->heap, cap * sizeof(*h));
+        if (h == NULL) {
+            /* No room to remember the timeout: end the wait now rather
+             * than sleep forever. */
+            waiter_fire(t->w, -ENOMEM, -1);
+            return;
+        }
+        s->heap = h;
+        s->heap_cap = cap;
+    }
+    s->heap[s->nheap] = t;
+    t->slot = s->nheap++;
+    heap_up(s, t->slot);
+}
+
+void
+timer_del(struct sched *s, struct timer *t)
+{
+    size_t i = t->slot;
+    if (i == SIZE_MAX)
+        return;
+    t->slot = SIZE_MAX;
+    s->nheap--;
+    if (i == s->nheap)
+        return;
+    heap_set(s, i, s->heap[s->nheap]);
+    if (i > 0 && s->heap[(i - 1) / 2]->when > s->heap[i]->when)
+        heap_up(s, i);
+    else
+        heap_down(s, i);
+}
+
+static void
+timers_run(struct sched *s, int64_t now)
+{
+    while (s->nheap > 0 && s->heap[0]->when <= now) {
+        struct timer *t = s->heap[0];
+        timer_del(s, t);
+        waiter_fire(t->w, t->status, -1);
+    }
+}
+
+/* ---- switching -------------------------------------------------------- */
+
+#if defined(JOBQ_ASAN)
+static void
+asan_start(struct sched *s, struct coro *from, struct coro *to)
+{
+    const void *bottom = to ? (const void *)to->lo : s->asan_stack_bottom;
+    size_t size = to ? (size_t)((char *)to - to->lo) : s->asan_stack_size;
+    void **save = NULL;
+    static _Thread_local void *sched_fake;
+
+    if (from == NULL)
+        save = &sched_fake;
+    else if (from->state != CORO_DEAD)
+        save = &from->asan_fake;
+    __sanitizer_start_switch_fiber(save, bottom, size);
+}
+
+static void
+asan_finish(struct coro *self)
+{
+    static _Thread_local void *sched_fake;
+    const void *b;
+    size_t sz;
+    __sanitizer_finish_switch_fiber(self ? self->asan_fake : sched_fake, &b, &sz);
+}
+#endif
+
+static void
+free_dead(struct sched *s)
+{
+    struct coro *d = s->dead;
+    s->dead = NULL;
+#if defined(JOBQ_TSAN)
+    __tsan_destroy_fiber(d->tsan_fiber);
+#endif
+    stack_put(s->rt, s, d);
+}
+
+/* Runs in the context that was just switched to. */
+static inline void
+after_switch(struct coro *self)
+{
+#if defined(JOBQ_ASAN)
+    asan_finish(self);
+#else
+    (void)self;
+#endif
+    struct sched *s = rt_tl_sched;
+    if (s->dead != NULL)
+        free_dead(s);
+}
+
+/* Switches from the running context (coroutine `from`, or the scheduler
+ * when NULL) to `to` (a coroutine, or the scheduler when NULL). */
+static inline void
+switch_to(struct sched *s, struct coro *from, struct coro *to)
+{
+    void **save = from ? &from->sp : &s->sched_sp;
+
+    if (from != NULL)
+        stack_check(from, __builtin_frame_address(0));
+    s->current = to;
+    if (to != NULL)
+        to->state = CORO_RUNNING;
+    atomic_store_explicit(&s->st.running, to != NULL, memory_order_relaxed);
+#if defined(JOBQ_ASAN)
+    asan_start(s, from, to);
+#endif
+#if defined(JOBQ_TSAN)
+    __tsan_switch_to_fiber(to ? to->tsan_fiber : s->tsan_fiber, 0);
+#endif
+    rt_ctx_switch(save, to ? to->sp : s->sched_sp);
+    after_switch(from);
+}
+
+/*
+ * Leaves the current coroutine `self` (parked, yielded into the run queue,
+ * or dead) for the next runnable one, or for the scheduler loop when none
+ * is left or it is time to poll. Returns when self runs again.
+ */
+static void
+schedule_next(struct sched *s, struct coro *self)
+{
+    struct coro *next = NULL;
+
+    if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL)
+        remote_drain(s);
+    if (RT_LIKELY(++s->ticks % JOBQ_SCHED_POLL_EVERY != 0))
+        next = rq_pop(s);
+    if (next == self) {
+        /* Woken (or yielded) before anyone else was ready: keep going. */
+        self->state = CORO_RUNNING;
+        return;
+    }
+    switch_to(s, self, next);
+}
+
+void
+coro_park(enum coro_wait reason)
+{
+    struct sched *s = rt_tl_sched;
+    struct coro *self = s->current;
+
+    self->state = CORO_PARKED;
+    self->wait = (uint8_t)reason;
+    stat_add(&s->st.parked[reason], 1);
+    schedule_next(s, self);
+    stat_add(&s->st.parked[reason], -1);
+}
+
+void
+coro_yield(void)
+{
+    struct sched *s = rt_tl_sched;
+    struct coro *self;
+
+    if (s == NULL || (self = s->current) == NULL) {
+        sched_yield();
+        return;
+    }
+    self->state = CORO_RUNNABLE;
+    rq_push_tail(s, self);
+    schedule_next(s, self);
+}
+
+/* ---- coroutine life --------------------------------------------------- */
+
+static void
+live_add(struct sched *s, struct coro *c)
+{
+    c->lprev = NULL;
+    c->lnext = s->live_head;
+    if (s->live_head != NULL)
+        s->live_head->lprev = c;
+    s->live_head = c;
+}
+
+static void
+live_del(struct sched *s, struct coro *c)
+{
+    if (c->lprev != NULL)
+        c->lprev->lnext = c->lnext;
+    else
+        s->live_head = c->lnext;
+    if (c->lnext != NULL)
+        c->lnext->lprev = c->lprev;
+}
+
+/* First code a coroutine runs, reached from rt_ctx_trampoline. */
+static void __attribute__((noreturn)) coro_entry(struct coro *c)
+{
+    struct sched *s;
+    struct coro_pool *pool;
+
+    after_switch(c);
+    s = rt_tl_sched;
+    live_add(s, c);
+    stat_add(&s->st.live, 1);
+    stat_add(&s->st.spawned, 1);
+
+    c->fn(c->arg);
+
+    pool = c->pool;
+    if (pool != NULL)
+        coro_pool_release(pool);
+    live_del(s, c);
+    stat_add(&s->st.live, -1);
+    atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->rt->live, 1, memory_order_relaxed);
+    c->state = CORO_DEAD;
+    s->dead = c;
+    schedule_next(s, c);
+    abort(); /* a dead coroutine is never resumed */
+}
+
+static void
+frame_init(struct coro *c)
+{
+    /* The first frame sits just below the coroutine, 16-byte aligned, laid
+     * out as switch_<arch>.S pops it. */
+    uintptr_t top = ((uintptr_t)c - 16) & ~(uintptr_t)15;
+#if defined(__x86_64__)
+    uint64_t *sp = (uint64_t *)(top - 64);
+    sp[0] = 0x1F80 | (0x037Full << 32); /* MXCSR and x87 control word defaults */
+    sp[1] = 0;                          /* r15 */
+    sp[2] = 0;                          /* r14 */
+    sp[3] = (uint64_t)(uintptr_t)coro_entry;
+    sp[4] = (uint64_t)(uintptr_t)c;
+    sp[5] = 0; /* rbx */
+    sp[6] = 0; /* rbp */
+    sp[7] = (uint64_t)(uintptr_t)rt_ctx_trampoline;
+#elif defined(__aarch64__)
+    uint64_t *sp = (uint64_t *)(top - 176);
+    memset(sp, 0, 176);
+    sp[0] = (uint64_t)(uintptr_t)c;                  /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)coro_entry;         /* x20 */
+    sp[11] = (uint64_t)(uintptr_t)rt_ctx_trampoline; /* x30 */
+#else
+#error "jobq runtime: no context switch for this architecture"
+#endif
+    c->sp = sp;
+}
+
+/* The thread a new coroutine goes to: the spawner's own unless another has
+ * clearly fewer live coroutines. */
+static struct sched *
+pick_thread(struct rt *rt, struct sched *cur)
+{
+    struct sched *best = NULL;
+    long best_load = LONG_MAX;
+
+    for (int i = 0; i < rt->nthreads; i++) {
+        struct sched *s = &rt->threads[i];
+        long l = atomic_load_explicit(&s->load, memory_order_relaxed);
+        if (l < best_load)
+            best = s, best_load = l;
+    }
+    if (cur != NULL && atomic_load_explicit(&cur->load, memory_order_relaxed) <=
+                           best_load + JOBQ_SPAWN_LOCAL_SLACK)
+        return cur;
+    return best;
+}
+
+int
+coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *), void *arg,
+                struct coro_pool *pool)
+{
+    struct sched *cur = rt_tl_sched, *target;
+    struct coro *c;
+    long live, peak;
+
+    if (rt == NULL || fn == NULL || thread >= rt->nthreads || thread < -1)
+        return -EINVAL;
+    if (cur != NULL && cur->rt != rt)
+        cur = NULL;
+    if (cur == NULL && atomic_load(&rt->stopping))
+        return -ESHUTDOWN;
+    target = thread >= 0 ? &rt->threads[thread] : pick_thread(rt, cur);
+    if ((c = stack_get(rt, cur)) == NULL)
+        return -ENOMEM;
+    c->fn = fn;
+    c->arg = arg;
+    c->pool = pool;
+    c->home = target;
+    c->id = atomic_fetch_add_explicit(&rt->next_id, 1, memory_order_relaxed) + 1;
+    c->state = CORO_RUNNABLE;
+    c->wait = 0;
+    snprintf(c->name, sizeof(c->name), "%s", name ? name : "coro");
+#if defined(JOBQ_TSAN)
+    c->tsan_fiber = __tsan_create_fiber(0);
+#endif
+#if defined(JOBQ_ASAN)
+    c->asan_fake = NULL;
+#endif
+    frame_init(c);
+    atomic_fetch_add_explicit(&target->load, 1, memory_order_relaxed);
+    live = atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed) + 1;
+    peak = atomic_load_explicit(&rt->peak, memory_order_relaxed);
+    while (live > peak && !atomic_compare_exchange_weak_explicit(
+                              &rt->peak, &peak, live, memory_order_relaxed, memory_order_relaxed))
+        ;
+
+    if (target == cur && cur->current != NULL) {
+        /* Run the child now and resume the spawner right after it parks:
+         * the child's stack is cache-hot and a spawn-join costs two
+         * switches. */
+        struct coro *self = cur->current;
+        self->state = CORO_RUNNABLE;
+        rq_push_head(cur, self);
+        switch_to(cur, self, c);
+    } else if (target == cur) {
+        rq_push_tail(cur, c); /* from the scheduler context (an event callback) */
+    } else {
+        remote_push(target, c);
+    }
+    return 0;
+}
+
+int
+coro_spawn(struct rt *rt, const char *name, void (*fn)(void *arg), void *arg)
+{
+    return coro_spawn_pool(rt, -1, name, fn, arg, NULL);
+}
+
+int
+coro_spawn_on(struct rt *rt, int thread, const char *name, void (*fn)(void *arg), void *arg)
+{
+    if (rt == NULL || thread < 0 || thread >= rt->nthreads)
+        return -EINVAL;
+    return coro_spawn_pool(rt, thread, name, fn, arg, NULL);
+}
+
+struct coro *
+coro_self(void)
+{
+    struct sched *s = rt_tl_sched;
+    return s ? s->current : NULL;
+}
+
+const char *
+coro_name(const struct coro *c)
+{
+    return c ? c->name : "(none)";
+}
+
+uint64_t
+coro_id(const struct coro *c)
+{
+    return c ? c->id : 0;
+}
+
+struct rt *
+coro_rt(void)
+{
+    struct sched *s = rt_tl_sched;
+    return s && s->current ? s->rt : NULL;
+}
+
+int
+coro_thread(void)
+{
+    struct sched *s = rt_tl_sched;
+    return s && s->current ? s->index : -1;
+}
+
+int
+rt_threads(const struct rt *rt)
+{
+    return rt->nthreads;
+}
+
+struct event_base *
+rt_event_base(struct rt *rt, int thread)
+{
+    if (thread < 0 || thread >= rt->nthreads)
+        return NULL;
+    return rt->threads[thread].base;
+}
+
+/* ---- the common wait frame -------------------------------------------- */
+
+int
+wait_begin(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
+{
+    struct sched *s = rt_tl_sched;
+    int64_t when = INT64_MAX;
+    int tstatus = RT_ETIMEDOUT;
+
+    wt->w.co = s ? s->current : NULL;
+    atomic_init(&wt->w.fired, WAITER_ARMED);
+    wt->w.status = 0;
+    wt->w.index = -1;
+    wt->t.slot = SIZE_MAX;
+    wt->t.w = &wt->w;
+    wt->reg.ctx = ctx;
+    wt->reg.linked = false;
+    if (ctx != NULL) {
+        int err = ctx_err(ctx);
+        if (err != 0)
+            return err;
+        when = ctx_deadline(ctx);
+        if (when != INT64_MAX)
+            tstatus = RT_EDEADLINE;
+    }
+    if (timeout_ns >= 0) {
+        int64_t now = rt_now_ns();
+        int64_t t = timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+        if (t < when) {
+            when = t;
+            tstatus = RT_ETIMEDOUT;
+        }
+    }
+    wt->t.when = when;
+    wt->t.status = tstatus;
+    return 0;
+}
+
+static void
+thread_block(struct wait *wt)
+{
+    struct waiter *w = &wt->w;
+
+    for (;;) {
+        int f = atomic_load_explicit(&w->fired, memory_order_acquire);
+        if (f == WAITER_DONE)
+            return;
+        if (f == WAITER_ARMED && wt->t.when != INT64_MAX) {
+            int64_t now = rt_now_ns();
+            if (now >= wt->t.when) {
+                if (waiter_claim(w)) {
+                    w->status = wt->t.status;
+                    atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
+                    return;
+                }
+                continue;
+            }
+            futex_wait(&w->fired, f, wt->t.when - now);
+        } else {
+            futex_wait(&w->fired, f, -1);
+        }
+    }
+}
+
+int
+wait_park(struct wait *wt, enum coro_wait reason)
+{
+    struct waiter *w = &wt->w;
+    struct sched *s = rt_tl_sched;
+
+    if (wt->reg.ctx != NULL && !ctx_register(wt->reg.ctx, &wt->reg, w)) {
+        /* Canceled meanwhile. Claim it ourselves so nobody readies us. */
+        int err = ctx_err(wt->reg.ctx);
+        wt->reg.ctx = NULL;
+        if (waiter_claim(w)) {
+            w->status = err;
+            atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
+            return err;
+        }
+    }
+    if (w->co != NULL) {
+        if (wt->t.when != INT64_MAX)
+            timer_add(s, &wt->t);
+        coro_park(reason);
+        timer_del(s, &wt->t);
+    } else {
+        thread_block(wt);
+    }
+    if (wt->reg.ctx != NULL)
+        ctx_unregister(&wt->reg);
+    return w->status;
+}
+
+/* ---- sleep, fds, children --------------------------------------------- */
+
+int
+coro_sleep(struct ctx *ctx, int64_t ns)
+{
+    struct wait wt;
+    int rc;
+
+    if (coro_self() == NULL)
+        return -EPERM;
+    if (ns <= 0) {
+        coro_yield();
+        return ctx ? ctx_err(ctx) : 0;
+    }
+    if ((rc = wait_begin(&wt, ctx, ns)) != 0)
+        return rc;
+    rc = wait_park(&wt, CORO_WAIT_SLEEP);
+    return rc == RT_ETIMEDOUT ? 0 : rc;
+}
+
+static void
+fd_ready_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct waiter *w = arg;
+    int mask = ((what & EV_READ) ? CORO_READ : 0) | ((what & EV_WRITE) ? CORO_WRITE : 0);
+    (void)fd;
+    waiter_fire(w, mask, -1);
+}
+
+static int
+wait_fd(int fd, int events, struct ctx *ctx, int64_t timeout_ns, enum coro_wait reason)
+{
+    struct sched *s = rt_tl_sched;
+    struct wait wt;
+    struct event ev;
+    short what =
+        (short)(((events & CORO_READ) ? EV_READ : 0) | ((events & CORO_WRITE) ? EV_WRITE : 0));
+    int rc;
+
+    if (s == NULL || s->current == NULL)
+        return -EPERM;
+    if (fd < 0 || what == 0)
+        return -EINVAL;
+    if (timeout_ns == 0) {
+        struct pollfd p = {.fd = fd,
+                           .events = (short)(((events & CORO_READ) ? POLLIN : 0) |
+                                             ((events & CORO_WRITE) ? POLLOUT : 0))};
+        if (poll(&p, 1, 0) <= 0)
+            return RT_EAGAIN;
+        return ((p.revents & (POLLIN | POLLHUP | POLLERR)) && (events & CORO_READ) ? CORO_READ
+                                                                                   : 0) |
+               ((p.revents & (POLLOUT | POLLERR)) && (events & CORO_WRITE) ? CORO_WRITE : 0);
+    }
+    if ((rc = wait_begin(&wt, ctx, timeout_ns)) != 0)
+        return rc;
+    if (event_assign(&ev, s->base, fd, what, fd_ready_cb, &wt.w) < 0 || event_add(&ev, NULL) < 0)
+        return -EINVAL;
+    rc = wait_park(&wt, reason);
+    event_del(&ev);
+    return rc;
+}
+
+int
+coro_wait_fd(int fd, int events, struct ctx *ctx, int64_t timeout_ns)
+{
+    return wait_fd(fd, events, ctx, timeout_ns, CORO_WAIT_FD);
+}
+
+int
+coro_wait_pidfd(int pidfd, siginfo_t *info, struct ctx *ctx, int64_t timeout_ns)
+{
+    int rc;
+
+    for (;;) {
+        memset(info, 0, sizeof(*info));
+        if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, info, WEXITED | WNOHANG) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (info->si_pid != 0)
+            return 0;
+        rc = wait_fd(pidfd, CORO_READ, ctx, timeout_ns, CORO_WAIT_CHILD);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* ---- the scheduler loop ----------------------------------------------- */
+
+static void
+notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t v;
+    (void)what;
+    (void)arg;
+    while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
+        ;
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    /* Due timers are fired by the loop right after the base returns. */
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+/* Busy-waits up to the adaptive budget for work from other threads: a
+ * hand-off that lands meanwhile costs a cache-line transfer instead of an
+ * eventfd write and a futex wake-up. Returns true if work arrived. */
+static bool
+spin_for_work(struct sched *s)
+{
+    int64_t start = rt_now_ns(), budget = s->spin_ns;
+
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL) {
+            s->spin_ns = budget * 2 > JOBQ_SCHED_SPIN_NS ? JOBQ_SCHED_SPIN_NS : budget * 2;
+            return true;
+        }
+        if (atomic_load_explicit(&s->exit, memory_order_relaxed))
+            return true;
+        if (i > 64)
+            rt_cpu_relax();
+        if ((i & 31) == 0) {
+            int64_t now = rt_now_ns();
+            if (s->nheap > 0 && s->heap[0]->when <= now)
+                return true;
+            if (now - start > budget)
+                break;
+        }
+    }
+    s->spin_ns = budget / 2 < SPIN_MIN_NS ? SPIN_MIN_NS : budget / 2;
+    return false;
+}
+
+static void
+sleep_in_base(struct sched *s)
+{
+    atomic_store(&s->sleeping, 1);
+    if (atomic_load(&s->remote) != NULL || atomic_load_explicit(&s->exit, memory_order_relaxed)) {
+        atomic_store(&s->sleeping, 0);
+        return;
+    }
+    if (s->nheap > 0) {
+        int64_t d = s->heap[0]->when - rt_now_ns();
+        struct timeval tv = {0, 0};
+        if (d > 0) {
+            tv.tv_sec = d / 1000000000;
+            tv.tv_usec = (d % 1000000000 + 999) / 1000;
+        }
+        evtimer_add(s->timer_ev, &tv);
+    } else {
+        evtimer_del(s->timer_ev);
+    }
+    event_base_loop(s->base, EVLOOP_ONCE);
+    atomic_store(&s->sleeping, 0);
+}
+
+static void *
+sched_main(void *arg)
+{
+    struct sched *s = arg;
+
+    rt_tl_sched = s;
+    {
+        char name[16];
+        snprintf(name, sizeof(name), "jobq-sched-%d", s->index);
+        pthread_setname_np(pthread_self(), name);
+    }
+    stack_thread_init(s);
+#if defined(JOBQ_TSAN)
+    s->tsan_fiber = __tsan_get_current_fiber();
+#endif
+#if defined(JOBQ_ASAN)
+    {
+        pthread_attr_t attr;
+        void *addr;
+        size_t size;
+        pthread_getattr_np(pthread_self(), &attr);
+        pthread_attr_getstack(&attr, &addr, &size);
+        pthread_attr_destroy(&attr);
+        s->asan_stack_bottom = addr;
+        s->asan_stack_size = size;
+    }
+#endif
+    for (;;) {
+        struct coro *c;
+
+        atomic_fetch_add_explicit(&s->activity, 1, memory_order_relaxed);
+        if (atomic_load_explicit(&s->exit, memory_order_acquire))
+            break;
+        if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL)
+            remote_drain(s);
+        s->now = rt_now_ns();
+        timers_run(s, s->now);
+        if ((c = rq_pop(s)) != NULL) {
+            switch_to(s, NULL, c);
+            /* Back because it was time to poll: let ready fds in without
+             * sleeping. (An empty run queue polls by sleeping instead.) */
+            if (s->rq_len > 0)
+                event_base_loop(s->base, EVLOOP_NONBLOCK);
+            continue;
+        }
+        if (spin_for_work(s))
+            continue;
+        sleep_in_base(s);
+    }
+    stack_thread_fini(s);
+    return NULL;
+}
+
+/* ---- stats and life of the runtime ------------------------------------ */
+
+static uint64_t
+rd(atomic_uint_fast64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+void
+rt_stats(struct rt *rt, struct rt_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->threads = rt->nthreads;
+    for (int i = 0; i < rt->nthreads; i++) {
+        struct sched *s = &rt->threads[i];
+        out->spawned += rd(&s->st.spawned);
+        for (int r = 0; r < CORO_WAIT_NREASONS; r++)
+            out->parked[r] += rd(&s->st.parked[r]);
+        out->running += rd(&s->st.running);
+    }
+    out->live = (uint64_t)atomic_load(&rt->live);
+    {
+        /* Runnable is what is neither parked nor on a CPU: derived, so the
+         * hot path keeps one counter fewer. */
+        uint64_t parked = 0;
+        for (int r = 0; r < CORO_WAIT_NREASONS; r++)
+            parked += out->parked[r];
+        out->runnable = out->live > parked + out->running ? out->live - parked - out->running : 0;
+    }
+    out->peak = (uint64_t)atomic_load(&rt->peak);
+    stack_stats(rt->stacks, out);
+    blocking_stats(rt->blocking, out);
+}
+
+static void
+sched_fini(struct sched *s)
+{
+    if (s->notify_ev)
+        event_free(s->notify_ev);
+    if (s->timer_ev)
+        event_free(s->timer_ev);
+    if (s->base)
+        event_base_free(s->base);
+    if (s->notify_fd >= 0)
+        close(s->notify_fd);
+    free(s->heap);
+}
+
+static int
+sched_init(struct rt *rt, struct sched *s, int index)
+{
+    struct event_config *cfg;
+
+    s->rt = rt;
+    s->index = index;
+    s->notify_fd = -1;
+    s->spin_ns = JOBQ_SCHED_SPIN_NS;
+    s->rnd = (uint64_t)rt_now_ns() * 0x9E3779B97F4A7C15ull + (uint64_t)index * 7919 + 1;
+    if ((cfg = event_config_new()) == NULL)
+        return -ENOMEM;
+    /* One thread per base: libevent's locks would only cost. */
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    s->base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (s->base == NULL)
+        return -ENOMEM;
+    if ((s->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        return -errno;
+    s->notify_ev = event_new(s->base, s->notify_fd, EV_READ | EV_PERSIST, notify_cb, s);
+    s->timer_ev = evtimer_new(s->base, timer_cb, s);
+    if (s->notify_ev == NULL || s->timer_ev == NULL || event_add(s->notify_ev, NULL) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+int
+rt_new(const struct rt_opts *opts, struct rt **out)
+{
+    struct rt_opts o = {0};
+    struct rt *rt;
+    long page = sysconf(_SC_PAGESIZE);
+    int rc, started = 0;
+
+    if (opts != NULL)
+        o = *opts;
+    if (o.threads < 0 || o.blocking_threads < 0 || o.threads > 1024)
+        return -EINVAL;
+    if (o.stack_bytes != 0 && o.stack_bytes < JOBQ_CORO_STACK_MIN_BYTES)
+        return -EINVAL;
+    if ((rt = calloc(1, sizeof(*rt))) == NULL)
+        return -ENOMEM;
+    rt->nthreads = o.threads ? o.threads : rt_cpu_count(NULL);
+    rt->stack_bytes = o.stack_bytes ? o.stack_bytes : JOBQ_CORO_STACK_BYTES;
+    rt->stack_bytes = (rt->stack_bytes + (size_t)page - 1) & ~((size_t)page - 1);
+    rt->log = o.log;
+    rt->log_arg = o.log_arg;
+    rt->threads = aligned_alloc(64, sizeof(struct sched) * (size_t)rt->nthreads);
+    if (rt->threads == NULL) {
+        free(rt);
+        return -ENOMEM;
+    }
+    memset(rt->threads, 0, sizeof(struct sched) * (size_t)rt->nthreads);
+    for (int i = 0; i < rt->nthreads; i++)
+        rt->threads[i].notify_fd = -1;
+    if ((rc = stack_pool_new(rt, &rt->stacks)) < 0)
+        goto fail;
+    if ((rc = blocking_pool_new(rt, o.blocking_threads ? o.blocking_threads : JOBQ_BLOCKING_THREADS,
+                                &rt->blocking)) < 0)
+        goto fail;
+    for (int i = 0; i < rt->nthreads; i++)
+        if ((rc = sched_init(rt, &rt->threads[i], i)) < 0)
+            goto fail;
+    for (; started < rt->nthreads; started++) {
+        if ((rc = -pthread_create(&rt->threads[started].thread, NULL, sched_main,
+                                  &rt->threads[started])) < 0)
+            goto fail;
+    }
+    *out = rt;
+    return 0;
+fail:
+    for (int i = 0; i < started; i++) {
+        atomic_store(&rt->threads[i].exit, true);
+        notify(&rt->threads[i]);
+        uint64_t one = 1;
+        (void)!write(rt->threads[i].notify_fd, &one, sizeof(one));
+        pthread_join(rt->threads[i].thread, NULL);
+    }
+    for (int i = 0; i < rt->nthreads; i++)
+        sched_fini(&rt->threads[i]);
+    blocking_pool_free(rt->blocking);
+    stack_pool_free(rt->stacks);
+    free(rt->threads);
+    free(rt);
+    return rc;
+}
+
+/* True once every thread sleeps with nothing queued and no loop iteration
+ * happened between two looks: nothing runnable is left anywhere. */
+static bool
+quiescent(struct rt *rt, uint64_t *last)
+{
+    uint64_t act = 0;
+    struct rt_stats bs = {0};
+    bool idle = true;
+
+    blocking_stats(rt->blocking, &bs);
+    if (bs.blocking_queued || bs.blocking_running)
+        idle = false;
+    for (int i = 0; i < rt->nthreads; i++) {
+        struct sched *s = &rt->threads[i];
+        if (!atomic_load(&s->sleeping) || atomic_load(&s->remote) != NULL)
+            idle = false;
+        act += atomic_load_explicit(&s->activity, memory_order_relaxed);
+    }
+    if (idle && act == *last)
+        return true;
+    *last = idle ? act : UINT64_MAX;
+    return false;
+}
+
+int
+rt_free(struct rt *rt)
+{
+    uint64_t last = UINT64_MAX;
+    int leaks = 0;
+
+    if (rt == NULL)
+        return 0;
+    atomic_store(&rt->stopping, true);
+    while (!quiescent(rt, &last)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < rt->nthreads; i++) {
+        struct sched *s = &rt->threads[i];
+        uint64_t one = 1;
+        atomic_store(&s->exit, true);
+        while (write(s->notify_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+    }
+    for (int i = 0; i < rt->nthreads; i++)
+        pthread_join(rt->threads[i].thread, NULL);
+    for (int i = 0; i < rt->nthreads; i++) {
+        for (struct coro *c = rt->threads[i].live_head; c != NULL; c = c->lnext) {
+            rt_logf(rt, RT_LOG_ERROR, "leak: coroutine '%s' (id %llu) still %s on thread %d",
+                    c->name, (unsigned long long)c->id,
+                    c->state == CORO_PARKED ? coro_wait_name((enum coro_wait)c->wait) : "runnable",
+                    i);
+            stack_unpoison(c);
+            leaks++;
+        }
+    }
+    for (int i = 0; i < rt->nthreads; i++)
+        sched_fini(&rt->threads[i]);
+    blocking_pool_free(rt->blocking);
+    stack_pool_free(rt->stacks);
+    free(rt->threads);
+    free(rt);
+    return leaks;
+}
+
+const char *
+coro_wait_name(enum coro_wait w)
+{
+    static const char *const names[CORO_WAIT_NREASONS] = {
+        [CORO_WAIT_CHAN] = "chan", [CORO_WAIT_SLEEP] = "sleep",
+        [CORO_WAIT_FD] = "fd",     [CORO_WAIT_CHILD] = "child",
+        [CORO_WAIT_WG] = "wg",     [CORO_WAIT_MUTEX] = "mutex",
+        [CORO_WAIT_COND] = "cond", [CORO_WAIT_BLOCKING] = "blocking",
+        [CORO_WAIT_POOL] = "pool",
+    };
+    return (unsigned)w < CORO_WAIT_NREASONS ? names[w] : "unknown";
+}
+
+struct run_arg {
+    void (*fn)(void *);
+    void *arg;
+    atomic_int done;
+};
+
+static void
+run_main(void *p)
+{
+    struct run_arg *ra = p;
+    ra->fn(ra->arg);
+    atomic_store(&ra->done, 1);
+    futex_wake(&ra->done);
+}
+
+int
+rt_run(struct rt *rt, const char *name, void (*fn)(void *arg), void *arg)
+{
+    struct run_arg ra = {.fn = fn, .arg = arg};
+    int rc;
+
+    if (rt == NULL || fn == NULL)
+        return -EINVAL;
+    if (rt_tl_sched != NULL)
+        return -EDEADLK; /* would block a scheduler thread */
+    atomic_init(&ra.done, 0);
+    if ((rc = coro_spawn(rt, name, run_main, &ra)) < 0)
+        return rc;
+    while (!atomic_load(&ra.done))
+        futex_wait(&ra.done, 0, -1);
+    return 0;
+}

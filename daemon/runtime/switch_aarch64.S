@@ -1,0 +1,70 @@
+/*
+ * switch_aarch64.S — the coroutine context switch for AArch64 (AAPCS64).
+ *
+ * rt_ctx_switch(void **save_sp, void *load_sp) saves the callee-saved
+ * registers x19-x28, the frame pointer x29, the link register x30, the low
+ * halves of v8-v15 (d8-d15: the only callee-saved FP state) and FPCR on the
+ * current stack, stores sp in *save_sp, loads load_sp and restores the same
+ * frame from the other stack. No signal mask, no syscall.
+ *
+ * Frame (176 bytes, 16-byte aligned), from the saved sp upwards:
+ *   +0 x19 x20 ... +72 x28  +80 x29  +88 x30  +96 d8 ... +152 d15  +160 fpcr
+ * rt_coro_frame_init (sched.c) builds the first frame of a new coroutine so
+ * that `ret` lands in rt_ctx_trampoline with x19 = argument, x20 = entry.
+ */
+    .text
+    .p2align 4
+    .globl rt_ctx_switch
+    .hidden rt_ctx_switch
+    .type rt_ctx_switch,%function
+rt_ctx_switch:
+    .cfi_startproc
+    sub sp, sp, #176
+    stp x19, x20, [sp, #0]
+    stp x21, x22, [sp, #16]
+    stp x23, x24, [sp, #32]
+    stp x25, x26, [sp, #48]
+    stp x27, x28, [sp, #64]
+    stp x29, x30, [sp, #80]
+    stp d8, d9, [sp, #96]
+    stp d10, d11, [sp, #112]
+    stp d12, d13, [sp, #128]
+    stp d14, d15, [sp, #144]
+    mrs x9, fpcr
+    str x9, [sp, #160]
+    mov x9, sp
+    str x9, [x0]
+    mov sp, x1
+    ldp x19, x20, [sp, #0]
+    ldp x21, x22, [sp, #16]
+    ldp x23, x24, [sp, #32]
+    ldp x25, x26, [sp, #48]
+    ldp x27, x28, [sp, #64]
+    ldp x29, x30, [sp, #80]
+    ldp d8, d9, [sp, #96]
+    ldp d10, d11, [sp, #112]
+    ldp d12, d13, [sp, #128]
+    ldp d14, d15, [sp, #144]
+    ldr x9, [sp, #160]
+    msr fpcr, x9
+    add sp, sp, #176
+    ret
+    .cfi_endproc
+    .size rt_ctx_switch, .-rt_ctx_switch
+
+    .p2align 4
+    .globl rt_ctx_trampoline
+    .hidden rt_ctx_trampoline
+    .type rt_ctx_trampoline,%function
+rt_ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined x30
+    /* x29 = 0 ends the frame chain; the entry function never returns. */
+    mov x29, #0
+    mov x0, x19
+    blr x20
+    brk #0
+    .cfi_endproc
+    .size rt_ctx_trampoline, .-rt_ctx_trampoline
+
+    .section .note.GNU-stack,"",%progbits

@@ -1,0 +1,66 @@
+/*
+ * switch_x86_64.S — the coroutine context switch for x86-64 (SysV ABI).
+ *
+ * rt_ctx_switch(void **save_sp, void *load_sp) pushes the callee-saved
+ * registers and the MXCSR / x87 control words on the current stack, stores
+ * the stack pointer in *save_sp, loads load_sp and pops the same frame from
+ * the other stack. Caller-saved registers are the compiler's business
+ * because this is an ordinary call; no signal mask is saved (coroutines
+ * share their thread's mask), so no syscall is made.
+ *
+ * Frame, from the saved stack pointer upwards:
+ *   +0 mxcsr(4) x87cw(2) pad(2)  +8 r15  +16 r14  +24 r13  +32 r12
+ *   +40 rbx  +48 rbp  +56 return address
+ * rt_coro_frame_init (sched.c) builds the first frame of a new coroutine so
+ * that the final `ret` lands in rt_ctx_trampoline with r12 = argument and
+ * r13 = entry function.
+ */
+    .text
+    .p2align 4
+    .globl rt_ctx_switch
+    .hidden rt_ctx_switch
+    .type rt_ctx_switch,@function
+rt_ctx_switch:
+    .cfi_startproc
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .cfi_endproc
+    .size rt_ctx_switch, .-rt_ctx_switch
+
+    .p2align 4
+    .globl rt_ctx_trampoline
+    .hidden rt_ctx_trampoline
+    .type rt_ctx_trampoline,@function
+rt_ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined rip
+    /* rsp is 16-byte aligned here, so the call leaves the entry function
+     * with the ABI's alignment. rbp = 0 ends the frame chain for debuggers
+     * and unwinders. The entry function never returns. */
+    xorl %ebp, %ebp
+    movq %r12, %rdi
+    callq *%r13
+    ud2
+    .cfi_endproc
+    .size rt_ctx_trampoline, .-rt_ctx_trampoline
+
+    .section .note.GNU-stack,"",@progbits
