@@ -5,7 +5,8 @@
  *
  * The client's objects are in no library the test rule links, so its
  * sources (all but main.c) are compiled into this test; their static
- * names are unique across client/ for that reason.
+ * names are unique across client/ for that reason, and a new .c file in
+ * client/ gets its #include here.
  */
 #include <errno.h>
 #include <fcntl.h>
