@@ -8,10 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@
 #include "../daemon/store_sqlite_int.h"
 #include "jobq/job.h"
 #include "jobq/limits.h"
+#include "jobq/runtime.h"
 #include "jobq/store.h"
 
 /* 2025-10-09T08:53:20Z: fixed times keep the tests deterministic. */
@@ -50,12 +53,26 @@ struct fx {
     int seen;
     int err;
     bool sticky;
+    /* Front tests: the store, commit numbering for slow/failing commits,
+     * and a tmpfs mounted over dir. */
+    struct store *st;
+    _Atomic int commits_seen;
+    int slow_commit, slow_ms, fail_commit;
+    bool mounted;
 };
 
 static int
 fault_hook(void *arg, enum store_fault_point point)
 {
     struct fx *fx = arg;
+
+    if (point == STORE_FAULT_COMMIT && (fx->slow_commit || fx->fail_commit)) {
+        int n = ++fx->commits_seen;
+        if (n == fx->slow_commit)
+            usleep((useconds_t)fx->slow_ms * 1000); /* let others queue up */
+        if (n == fx->fail_commit)
+            return fx->err;
+    }
 
     if (fx->fail_at == 0 || point != fx->point)
         return 0;
@@ -127,6 +144,9 @@ teardown(void **state)
     struct fx *fx = *state;
     if (fx->c != NULL)
         ops->close(fx->c);
+    store_free(fx->st);
+    if (fx->mounted)
+        umount2(fx->dir, MNT_DETACH);
     rm_rf(fx->dir);
     free(fx);
     return 0;
@@ -1582,6 +1602,667 @@ test_wal_stays_bounded_with_open_reader(void **state)
     ops->close(r);
 }
 
+/* ---- the front: writer thread, group commit, read pool ----------------- */
+
+static void
+front_open(struct fx *fx)
+{
+    char why[256] = "";
+    int rc = store_new(&fx->opts, &fx->st, why, sizeof(why));
+    if (rc != 0)
+        fail_msg("store_new: %s (%s)", strerror(-rc), why);
+}
+
+static int
+setup_front(void **state)
+{
+    struct fx *fx = fx_new();
+    front_open(fx);
+    *state = fx;
+    return 0;
+}
+
+static int64_t
+front_submit(struct fx *fx, const struct job_spec *sp)
+{
+    char why[256] = "";
+    int64_t id = 0;
+    int rc = store_submit(fx->st, sp, &id, NULL, why, sizeof(why));
+    if (rc != 0)
+        fail_msg("store_submit: %s (%s)", strerror(-rc), why);
+    return id;
+}
+
+static void
+test_front_submit_claim_complete_get(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = front_submit(fx, &sp);
+    struct job *j[4];
+    int n;
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 4, j, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(j[0]->id, id);
+    assert_string_equal(j[0]->attempt ? "ok" : "no", "ok");
+    assert_int_equal(store_set_pgid(fx->st, id, 1, 4321), 0);
+    struct store_completion c = {
+        .id = id, .attempt = 1, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED};
+    assert_int_equal(store_complete(fx->st, &c), 0);
+    assert_int_equal(store_complete(fx->st, &c), -ESTALE);
+    job_free(j[0]);
+    struct job *g = NULL;
+    assert_int_equal(store_get(fx->st, admin, id, &g), 0);
+    assert_int_equal(g->state, JOB_SUCCEEDED);
+    assert_int_equal(g->attempts[0].pgid, 4321);
+    /* The real boot id of this machine was recorded. */
+    assert_int_equal(strlen(g->attempts[0].boot_id), 36);
+    job_free(g);
+    char why[256] = "";
+    assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
+}
+
+static void
+test_front_rejects_bad_spec_before_sql(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec specs[3] = {spec_q("q", 0), spec_q("q", 0), spec_q("q", 0)};
+    char *empty[] = {NULL};
+    char why[256] = "";
+    int64_t ids[3];
+    specs[2].command = empty;
+    assert_int_equal(store_submit_batch(fx->st, specs, 3, ids, NULL, why, sizeof(why)), -EINVAL);
+    assert_string_equal(why, "job 2: command is empty");
+    struct store_stats st;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_int_equal(st.count[JOB_QUEUED], 0);
+    assert_int_equal(st.requests, 0); /* never reached the writer */
+    store_stats_free(&st);
+}
+
+static void
+test_front_batch_is_one_transaction(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec specs[100];
+    int64_t ids[100];
+    bool existed[100];
+    char why[128];
+    for (int i = 0; i < 100; i++)
+        specs[i] = spec_q("q", i);
+    specs[99].unique_key = "last";
+    specs[50].unique_key = "last"; /* the second occurrence gets the first's job */
+    assert_int_equal(store_submit_batch(fx->st, specs, 100, ids, existed, why, sizeof(why)), 0);
+    assert_int_equal(ids[99], ids[50]);
+    assert_true(existed[99]);
+    assert_false(existed[50]);
+    struct store_stats st;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_int_equal(st.count[JOB_QUEUED], 99);
+    assert_int_equal(st.commits, 1);
+    store_stats_free(&st);
+}
+
+static void
+test_front_max_queued_refuses_submit(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0), two[2] = {spec_q("q", 0), spec_q("q", 0)};
+    char why[128];
+    int64_t ids[2];
+    store_set_max_queued(fx->st, 3);
+    front_submit(fx, &sp);
+    front_submit(fx, &sp);
+    /* A batch counts all its jobs. */
+    assert_int_equal(store_submit_batch(fx->st, two, 2, ids, NULL, why, sizeof(why)), -EAGAIN);
+    front_submit(fx, &sp);
+    assert_int_equal(store_submit(fx->st, &sp, ids, NULL, why, sizeof(why)), -EAGAIN);
+    int64_t pending = 0;
+    assert_int_equal(store_count_pending(fx->st, &pending), 0);
+    assert_int_equal(pending, 3);
+    /* Running jobs do not count: claiming makes room. */
+    struct job *j[1];
+    int n;
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 1, j, &n), 0);
+    job_free(j[0]);
+    front_submit(fx, &sp);
+}
+
+struct coro_load {
+    struct store *st;
+    int per;
+    atomic_int failures;
+    atomic_int done_reads;
+    struct wg *wg;
+};
+
+static void
+submitter_coro(void *arg)
+{
+    struct coro_load *l = arg;
+    struct job_spec sp = spec_q("q", 0);
+    char why[128];
+
+    for (int i = 0; i < l->per; i++) {
+        int64_t id;
+        if (store_submit(l->st, &sp, &id, NULL, why, sizeof(why)) != 0) {
+            atomic_fetch_add(&l->failures, 1);
+            continue;
+        }
+        /* A read through the blocking pool, from a coroutine. */
+        struct job *g = NULL;
+        if (i == 0 && store_get(l->st, admin, id, &g) == 0 && g->id == id)
+            atomic_fetch_add(&l->done_reads, 1);
+        job_free(g);
+    }
+    wg_done(l->wg);
+}
+
+enum { COROS = 64 };
+
+static void
+load_main(void *arg)
+{
+    struct coro_load *l = arg;
+
+    wg_add(l->wg, COROS);
+    for (int i = 0; i < COROS; i++)
+        if (coro_spawn(coro_rt(), "submitter", submitter_coro, l) != 0)
+            wg_done(l->wg);
+    wg_wait(l->wg, NULL, RT_FOREVER);
+}
+
+static void
+test_group_commit_batches_concurrent_submitters(void **state)
+{
+    struct fx *fx = *state;
+    struct rt_opts ro = {.threads = 2};
+    struct rt *rt;
+    struct coro_load l = {.st = fx->st, .per = 40};
+    assert_int_equal(wg_new(&l.wg), 0);
+    assert_int_equal(rt_new(&ro, &rt), 0);
+    int64_t t0 = rt_now_ns();
+    assert_int_equal(rt_run(rt, "main", load_main, &l), 0);
+    int64_t ns = rt_now_ns() - t0;
+    /* A round trip through the writer: it has returned from every wg_done
+     * of earlier groups, so rt_free cannot race with a wake-up still in
+     * flight (the runtime's scheduler must outlive its wakers). */
+    assert_int_equal(store_set_pgid(fx->st, 0, 0, 0), -ESTALE);
+    assert_int_equal(rt_free(rt), 0);
+    wg_free(l.wg);
+    assert_int_equal(atomic_load(&l.failures), 0);
+    assert_int_equal(atomic_load(&l.done_reads), COROS);
+    struct store_stats st;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    print_message("FIGURE group commit: %" PRIu64 " requests in %" PRIu64
+                  " commits (%.1f per commit, largest %" PRIu64 "), %.0f submits/s\n",
+                  st.requests, st.commits, (double)st.requests / (double)st.commits, st.max_group,
+                  (double)(COROS * l.per) * 1e9 / (double)ns);
+    assert_int_equal(st.requests, COROS * l.per + 1); /* + the barrier */
+    assert_int_equal(st.count[JOB_QUEUED], COROS * l.per);
+    assert_true(st.commits < st.requests);
+    assert_true(st.max_group > 1);
+    store_stats_free(&st);
+}
+
+struct thread_submit {
+    struct fx *fx;
+    int rc;
+    int64_t id;
+    int delay_ms;
+};
+
+static void *
+thread_submit_main(void *arg)
+{
+    struct thread_submit *t = arg;
+    struct job_spec sp = spec_q("q", 0);
+    char why[128];
+    usleep((useconds_t)t->delay_ms * 1000);
+    t->rc = store_submit(t->fx->st, &sp, &t->id, NULL, why, sizeof(why));
+    return NULL;
+}
+
+static void
+test_failed_commit_acknowledges_nothing(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 16 };
+    pthread_t th[N + 1];
+    struct thread_submit t[N + 1];
+    /* Commit 1 (the first submit alone) is slow, so the N others queue up
+     * behind it and form group 2, whose COMMIT fails. */
+    fx->slow_commit = 1;
+    fx->slow_ms = 200;
+    fx->fail_commit = 2;
+    fx->err = -ENOSPC;
+    for (int i = 0; i <= N; i++) {
+        t[i] = (struct thread_submit){.fx = fx, .delay_ms = i == 0 ? 0 : 50};
+        pthread_create(&th[i], NULL, thread_submit_main, &t[i]);
+    }
+    for (int i = 0; i <= N; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(t[0].rc, 0);
+    for (int i = 1; i <= N; i++)
+        assert_int_equal(t[i].rc, -ENOSPC);
+    struct store_stats st;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    print_message("FIGURE failed group: %d requests answered -ENOSPC, %" PRIu64
+                  " commit failures, jobs stored %" PRId64 "\n",
+                  N, st.commit_failures, st.count[JOB_QUEUED]);
+    assert_int_equal(st.commit_failures, 1);
+    assert_int_equal(st.count[JOB_QUEUED], 1);
+    store_stats_free(&st);
+    /* The writer goes on: the next write commits. */
+    struct job_spec sp = spec_q("q", 0);
+    front_submit(fx, &sp);
+    char why[256];
+    assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
+}
+
+struct thread_complete {
+    struct fx *fx;
+    struct store_completion c;
+    int rc;
+};
+
+static void *
+thread_complete_main(void *arg)
+{
+    struct thread_complete *t = arg;
+    usleep(50 * 1000);
+    t->rc = store_complete(t->fx->st, &t->c);
+    return NULL;
+}
+
+static void
+test_one_failing_request_does_not_fail_its_group(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 8 };
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = front_submit(fx, &sp);
+    struct job *j[1];
+    int n;
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 1, j, &n), 0);
+    job_free(j[0]);
+    fx->commits_seen = 0;
+    fx->slow_commit = 1;
+    fx->slow_ms = 200;
+    pthread_t th[N + 2];
+    struct thread_submit t[N + 1];
+    struct thread_complete stale = {
+        .fx = fx,
+        .c = {.id = id, .attempt = 7, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED}};
+    for (int i = 0; i <= N; i++) {
+        t[i] = (struct thread_submit){.fx = fx, .delay_ms = i == 0 ? 0 : 50};
+        pthread_create(&th[i], NULL, thread_submit_main, &t[i]);
+    }
+    pthread_create(&th[N + 1], NULL, thread_complete_main, &stale);
+    for (int i = 0; i <= N + 1; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(stale.rc, -ESTALE);
+    for (int i = 0; i <= N; i++)
+        assert_int_equal(t[i].rc, 0);
+    struct store_stats st;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_int_equal(st.count[JOB_QUEUED], N + 1);
+    assert_int_equal(st.commit_failures, 0);
+    print_message("FIGURE mixed group: largest group %" PRIu64 ", stale completion refused "
+                  "alone\n",
+                  st.max_group);
+    assert_true(st.max_group >= N);
+    store_stats_free(&st);
+}
+
+static void
+test_front_complete_batch_refuses_stale_alone(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    front_submit(fx, &sp);
+    front_submit(fx, &sp);
+    struct job *j[2];
+    int n, rcs[3];
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 2, j, &n), 0);
+    assert_int_equal(n, 2);
+    struct store_completion c[3] = {
+        {.id = j[0]->id, .attempt = 1, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED},
+        {.id = j[1]->id, .attempt = 9, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED},
+        {.id = j[1]->id, .attempt = 1, .outcome = OUTCOME_EXITED, .next = JOB_FAILED},
+    };
+    assert_int_equal(store_complete_batch(fx->st, c, 3, rcs), 0);
+    assert_int_equal(rcs[0], 0);
+    assert_int_equal(rcs[1], -ESTALE);
+    assert_int_equal(rcs[2], 0);
+    struct job *g = NULL;
+    assert_int_equal(store_get(fx->st, admin, j[1]->id, &g), 0);
+    assert_int_equal(g->state, JOB_FAILED);
+    job_free(g);
+    free_jobs(j, 2);
+}
+
+struct chunks {
+    int calls;
+    int64_t ids;
+};
+
+static void
+on_chunk(void *arg, const int64_t *ids, int n)
+{
+    struct chunks *c = arg;
+    c->calls++;
+    c->ids += n;
+    assert_true(ids[0] > 0);
+}
+
+static void
+test_front_purge_reports_each_chunk(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 2100 };
+    struct job_spec *specs = calloc(N, sizeof(*specs));
+    int64_t *ids = calloc(N, sizeof(*ids));
+    char why[128];
+    for (int i = 0; i < N; i++)
+        specs[i] = spec_q("q", 0);
+    assert_int_equal(store_submit_batch(fx->st, specs, N, ids, NULL, why, sizeof(why)), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(store_cancel(fx->st, admin, ids[i], NULL, NULL), 0);
+    struct chunks c = {0};
+    int64_t deleted = 0;
+    assert_int_equal(store_purge(fx->st, admin, job_now_ms() + 1000, 0, on_chunk, &c, &deleted), 0);
+    assert_int_equal(deleted, N);
+    assert_int_equal(c.ids, N);
+    assert_int_equal(c.calls, 3);
+    free(specs);
+    free(ids);
+}
+
+static void
+test_front_recovery_after_restart(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = front_submit(fx, &sp);
+    struct job *j[1];
+    int n;
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 1, j, &n), 0);
+    job_free(j[0]);
+    assert_int_equal(store_set_pgid(fx->st, id, 1, 999), 0);
+    store_free(fx->st);
+    fx->st = NULL;
+    front_open(fx);
+    struct store_running *r;
+    size_t nr;
+    assert_int_equal(store_recover_list(fx->st, &r, &nr), 0);
+    assert_int_equal(nr, 1);
+    assert_int_equal(r[0].pgid, 999);
+    free(r);
+    int64_t retrying, failed;
+    assert_int_equal(store_recover(fx->st, job_now_ms(), &retrying, &failed), 0);
+    assert_int_equal(retrying, 1);
+    assert_int_equal(failed, 0);
+    int64_t due = 0;
+    assert_int_equal(store_next_due(fx->st, &due), 0);
+    assert_true(due > 0);
+}
+
+static void
+test_front_open_refuses_damaged_file_with_reason(void **state)
+{
+    struct fx *fx = *state;
+    FILE *f = fopen(fx->path, "w");
+    fputs("not a database at all, but long enough to have a header...", f);
+    fclose(f);
+    char why[256] = "";
+    struct store *st = NULL;
+    assert_int_equal(store_new(&fx->opts, &st, why, sizeof(why)), -EINVAL);
+    assert_null(st);
+    assert_non_null(strstr(why, "not an SQLite database"));
+}
+
+/* ---- a real full disk ---------------------------------------------------- */
+
+static void
+write_filler(const char *path, size_t bytes)
+{
+    char buf[65536];
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    memset(buf, 'f', sizeof(buf));
+    for (size_t done = 0; done < bytes; done += sizeof(buf))
+        assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    close(fd);
+}
+
+static void
+test_disk_full_fails_writes_keeps_reads_and_recovers(void **state)
+{
+    struct fx *fx = fx_new();
+    *state = fx;
+    if (mount("tmpfs", fx->dir, "tmpfs", 0, "size=16m,mode=0700") != 0) {
+        print_message("SKIP: disk-full test: cannot mount a 16 MiB tmpfs on %s: %s (needs "
+                      "root)\n",
+                      fx->dir, strerror(errno));
+        skip();
+    }
+    fx->mounted = true;
+    char filler[160], why[256];
+    snprintf(filler, sizeof(filler), "%s/filler", fx->dir);
+    write_filler(filler, 4u << 20);
+    front_open(fx);
+    /* Jobs with 2 KiB commands, 64 per batch, until the disk is full. */
+    static char arg[2048];
+    memset(arg, 'x', sizeof(arg) - 1);
+    char *cmd[] = {"/bin/echo", arg, NULL};
+    struct job_spec specs[64];
+    for (int i = 0; i < 64; i++) {
+        specs[i] = spec_q("q", 0);
+        specs[i].command = cmd;
+    }
+    int64_t *acked = calloc(1 << 16, sizeof(*acked)), ids[64];
+    int nacked = 0, rc = 0, batches = 0;
+    while (nacked + 64 <= (1 << 16)) {
+        rc = store_submit_batch(fx->st, specs, 64, ids, NULL, why, sizeof(why));
+        batches++;
+        if (rc < 0)
+            break;
+        memcpy(acked + nacked, ids, sizeof(ids));
+        nacked += 64;
+    }
+    print_message("FIGURE disk full after %d acknowledged jobs: %s\n", nacked, strerror(-rc));
+    assert_int_equal(rc, -ENOSPC);
+    /* Further writes fail cleanly, reads keep working. */
+    assert_int_equal(store_submit_batch(fx->st, specs, 64, ids, NULL, why, sizeof(why)), -ENOSPC);
+    struct job *g = NULL;
+    assert_int_equal(store_get(fx->st, admin, acked[nacked - 1], &g), 0);
+    job_free(g);
+    struct store_stats st;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_int_equal(st.count[JOB_QUEUED], nacked);
+    store_stats_free(&st);
+    /* Space returns: writes work again, nothing acknowledged was lost. */
+    assert_int_equal(unlink(filler), 0);
+    assert_int_equal(store_submit_batch(fx->st, specs, 8, ids, NULL, why, sizeof(why)), 0);
+    assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
+    store_free(fx->st);
+    fx->st = NULL;
+    front_open(fx);
+    for (int i = 0; i < nacked; i++) {
+        assert_int_equal(store_get(fx->st, admin, acked[i], &g), 0);
+        job_free(g);
+    }
+    assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
+    free(acked);
+}
+
+/* ---- kill -9 ----------------------------------------------------------- */
+
+struct acks {
+    int64_t *sub;
+    size_t nsub, capsub;
+    struct {
+        int64_t id;
+        enum job_state state;
+    } * done;
+    size_t ndone, capdone;
+    int64_t recovered;
+};
+
+static void
+ack_line(struct acks *a, const char *line)
+{
+    int64_t id, r, f;
+    char state[32];
+    enum job_state s;
+
+    if (sscanf(line, "S %" SCNd64, &id) == 1) {
+        if (a->nsub == a->capsub) {
+            a->capsub = a->capsub ? a->capsub * 2 : 4096;
+            a->sub = realloc(a->sub, a->capsub * sizeof(*a->sub));
+        }
+        a->sub[a->nsub++] = id;
+    } else if (sscanf(line, "C %" SCNd64 " %31s", &id, state) == 2) {
+        assert_int_equal(job_state_parse(state, &s), 0);
+        if (a->ndone == a->capdone) {
+            a->capdone = a->capdone ? a->capdone * 2 : 4096;
+            a->done = realloc(a->done, a->capdone * sizeof(*a->done));
+        }
+        a->done[a->ndone].id = id;
+        a->done[a->ndone++].state = s;
+    } else if (sscanf(line, "R %" SCNd64 " %" SCNd64, &r, &f) == 2) {
+        a->recovered += r + f;
+    }
+}
+
+static void
+crash_tool(char *buf, size_t len)
+{
+    const char *b = getenv("JOBQ_BUILD");
+    char exe[400];
+    ssize_t n;
+    if (b != NULL) {
+        snprintf(buf, len, "%s/tools/store_crash", b);
+        return;
+    }
+    /* build/tests/test_store -> build/tools/store_crash */
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    assert_true(n > 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(buf, len, "%s/tools/store_crash", exe);
+}
+
+/* Runs the victim for ms milliseconds, kills it with SIGKILL, and collects
+ * every complete line it printed (each one acknowledged after COMMIT). */
+static void
+crash_round(const char *tool, const char *db, uint64_t seed, int ms, struct acks *a)
+{
+    int p[2];
+    pid_t pid;
+    char seedbuf[32], buf[1 << 16];
+    static char line[256];
+    static size_t linelen;
+    int64_t deadline = rt_now_ns() + (int64_t)ms * 1000000;
+    bool killed = false;
+
+    snprintf(seedbuf, sizeof(seedbuf), "%" PRIu64, seed);
+    assert_int_equal(pipe(p), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        close(p[0]);
+        close(p[1]);
+        execl(tool, tool, db, seedbuf, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    linelen = 0;
+    for (;;) {
+        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+        int64_t left = (deadline - rt_now_ns()) / 1000000;
+        if (!killed && left <= 0) {
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        if (poll(&pfd, 1, killed ? -1 : (int)(left > 0 ? left : 0)) <= 0)
+            continue;
+        ssize_t n = read(p[0], buf, sizeof(buf));
+        if (n <= 0)
+            break; /* EOF: the victim is dead and its pipe drained */
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] != '\n') {
+                if (linelen < sizeof(line) - 1)
+                    line[linelen++] = buf[i];
+                continue;
+            }
+            line[linelen] = '\0';
+            ack_line(a, line);
+            linelen = 0;
+        }
+    }
+    close(p[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
+        fail_msg("store_crash exited by itself (status 0x%x) before the kill", status);
+}
+
+static void
+test_kill9_loses_no_acknowledged_write(void **state)
+{
+    struct fx *fx = *state;
+    char tool[512], why[512];
+    const char *env = getenv("JOBQ_CRASH_ROUNDS");
+    int rounds = env ? atoi(env) : 10;
+    uint64_t x = (uint64_t)rt_now_ns() | 1;
+    struct acks a = {0};
+    size_t lost = 0, wrong = 0;
+
+    crash_tool(tool, sizeof(tool));
+    if (access(tool, X_OK) != 0) {
+        print_message("SKIP: kill -9 test: %s not built (make tools)\n", tool);
+        skip();
+    }
+    for (int r = 0; r < rounds; r++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int ms = 30 + (int)(x % 400);
+        crash_round(tool, fx->path, x, ms, &a);
+        /* Reopen as jobqd would: the integrity check and WAL recovery run. */
+        fx_open(fx);
+        int rc = ops->verify(fx->c, why, sizeof(why));
+        if (rc != 0)
+            fail_msg("round %d: inconsistent after kill -9: %s", r, why);
+        for (size_t i = 0; i < a.nsub; i++) {
+            struct job *g = NULL;
+            if (ops->get(fx->c, admin, a.sub[i], &g) != 0)
+                lost++;
+            job_free(g);
+        }
+        for (size_t i = 0; i < a.ndone; i++) {
+            struct job *g = NULL;
+            if (ops->get(fx->c, admin, a.done[i].id, &g) != 0 || g->state != a.done[i].state)
+                wrong++;
+            job_free(g);
+        }
+        fx_close(fx);
+        print_message("FIGURE kill -9 round %d after %d ms: %zu submits and %zu completions "
+                      "acknowledged so far, %zu lost, %zu wrong\n",
+                      r + 1, ms, a.nsub, a.ndone, lost, wrong);
+        assert_int_equal(lost, 0);
+        assert_int_equal(wrong, 0);
+    }
+    print_message("FIGURE kill -9: %d rounds, %zu acked submits, %zu acked completions, "
+                  "%" PRId64 " attempts recovered, 0 lost\n",
+                  rounds, a.nsub, a.ndone, a.recovered);
+    assert_true(a.nsub > 0);
+    free(a.sub);
+    free(a.done);
+}
+
 int
 main(void)
 {
@@ -1665,6 +2346,28 @@ main(void)
         cmocka_unit_test_setup_teardown(test_savepoint_undoes_one_request_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_sees_committed_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_stays_bounded_with_open_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_front_submit_claim_complete_get, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_rejects_bad_spec_before_sql, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_batch_is_one_transaction, setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_front_max_queued_refuses_submit, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_batches_concurrent_submitters,
+                                        setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_commit_acknowledges_nothing, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_one_failing_request_does_not_fail_its_group,
+                                        setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_front_complete_batch_refuses_stale_alone, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_purge_reports_each_chunk, setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_front_recovery_after_restart, setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_front_open_refuses_damaged_file_with_reason,
+                                        setup_closed, teardown),
+        cmocka_unit_test_teardown(test_disk_full_fails_writes_keeps_reads_and_recovers, teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_loses_no_acknowledged_write, setup_closed,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
