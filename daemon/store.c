@@ -51,11 +51,14 @@ struct store {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct store_req *head, *tail;
+    size_t qlen;
     bool stopping;
-    bool idle; /* the writer is waiting on cv: signal it */
+    bool idle;            /* the writer is waiting on cv: signal it */
+    size_t gather_target; /* the writer waits for this many requests: signal it */
     /* Writer-thread only. */
     int64_t pending; /* scheduled + queued + retrying, refreshed per group */
     uint64_t since_checkpoint;
+    long gather_ns;
 
     /* Read connections, opened on demand up to nreaders. */
     pthread_mutex_t rmu;
@@ -204,6 +207,38 @@ wait_idle(struct store *st)
     st->idle = false;
 }
 
+/*
+ * After a group of n, wait a little for its requesters to come back before
+ * starting the next: otherwise the writer alternates between two cohorts,
+ * each committing while the other queues up, and groups stay half as big
+ * as the number of concurrent requesters. The wait ends as soon as the
+ * n are back (a lone sequential submitter never waits), or after
+ * gather_us. Called with mu held.
+ */
+static void
+gather(struct store *st, uint64_t n)
+{
+    size_t target = st->qlen + (size_t)n;
+    struct timespec ts;
+
+    if (st->gather_ns <= 0 || st->qlen >= target)
+        return;
+    if (target > JOBQ_STORE_BATCH_MAX_REQS)
+        target = JOBQ_STORE_BATCH_MAX_REQS;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += st->gather_ns;
+    while (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    while (st->qlen < target && !st->stopping) {
+        st->gather_target = target;
+        if (pthread_cond_timedwait(&st->cv, &st->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    st->gather_target = 0;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -229,6 +264,7 @@ writer_main(void *arg)
         st->head = last->next;
         if (st->head == NULL)
             st->tail = NULL;
+        st->qlen -= n;
         last->next = NULL;
         pthread_mutex_unlock(&st->mu);
 
@@ -240,6 +276,8 @@ writer_main(void *arg)
         if (st->since_checkpoint >= every)
             checkpoint(st);
         pthread_mutex_lock(&st->mu);
+        if (n > 1)
+            gather(st, n);
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
@@ -268,9 +306,13 @@ store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void
     else
         st->head = &req;
     st->tail = &req;
+    st->qlen++;
     /* A busy writer finds the request when its group ends: no wake-up. */
-    wake = st->idle;
-    st->idle = false;
+    wake = st->idle || (st->gather_target > 0 && st->qlen >= st->gather_target);
+    if (wake) {
+        st->idle = false;
+        st->gather_target = 0;
+    }
     pthread_mutex_unlock(&st->mu);
     if (wake)
         pthread_cond_signal(&st->cv);
@@ -416,6 +458,9 @@ store_new(const struct store_opts *opts, struct store **out, char *why, size_t w
     st->seed = opts->seed ? opts->seed : (uint64_t)mono_ns() ^ (uint64_t)getpid() << 32;
     atomic_store(&st->max_queued, opts->max_queued);
     st->nreaders = opts->readers > 0 ? opts->readers : JOBQ_STORE_READERS;
+    st->gather_ns = opts->gather_us < 0   ? 0
+                    : opts->gather_us > 0 ? (long)opts->gather_us * 1000
+                                          : (long)JOBQ_STORE_GATHER_US * 1000;
     if ((st->rfree = calloc((size_t)st->nreaders, sizeof(*st->rfree))) == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -432,6 +477,7 @@ store_new(const struct store_opts *opts, struct store **out, char *why, size_t w
         goto out;
     }
     st->writer_started = true;
+    pthread_setname_np(st->writer, "jobq-store"); /* for top -H and perf */
     *out = st;
     st = NULL;
 out:
@@ -489,14 +535,10 @@ submit_fn(struct store *st, struct store_conn *w, void *arg)
     /* The whole batch counts (docs/PROTOCOL.md): refuse before writing. */
     if (max > 0 && st->pending + (int64_t)a->n > max)
         return -EAGAIN;
-    for (size_t i = 0; i < a->n; i++) {
-        bool existed = false;
-        if ((rc = st->ops->submit(w, &a->specs[i], now, &a->ids[i], &existed)) < 0)
-            return rc;
-        if (a->existed != NULL)
-            a->existed[i] = existed;
-        added += !existed;
-    }
+    if ((rc = st->ops->submit(w, a->specs, a->n, now, a->ids, a->existed)) < 0)
+        return rc;
+    for (size_t i = 0; i < a->n; i++)
+        added += !a->existed[i];
     st->pending += added;
     return 0;
 }
@@ -507,6 +549,7 @@ store_submit_batch(struct store *st, const struct job_spec *specs, size_t n, int
 {
     struct submit_args a = {.specs = specs, .n = n, .ids = ids, .existed = existed};
     char reason[256];
+    bool one;
     int rc;
 
     if (n == 0)
@@ -527,7 +570,17 @@ store_submit_batch(struct store *st, const struct job_spec *specs, size_t n, int
             return rc;
         }
     }
-    return store_call(st, submit_fn, &a);
+    /* The backend always reports which specs matched a unique key. */
+    if (existed == NULL) {
+        if (n == 1)
+            a.existed = &one;
+        else if ((a.existed = calloc(n, sizeof(*a.existed))) == NULL)
+            return -ENOMEM;
+    }
+    rc = store_call(st, submit_fn, &a);
+    if (existed == NULL && n > 1)
+        free(a.existed);
+    return rc;
 }
 
 int
@@ -605,24 +658,13 @@ static int
 complete_fn(struct store *st, struct store_conn *w, void *arg)
 {
     struct complete_args *a = arg;
-    int64_t now = job_now_ms();
-    int rc;
+    int rc = st->ops->complete(w, a->c, a->n, job_now_ms(), a->rcs);
 
-    if (a->n == 1)
-        return a->rcs[0] = st->ops->complete(w, &a->c[0], now);
-    /* Several in one request: each in a nested savepoint, so a stale one
-     * is refused alone. */
-    for (size_t i = 0; i < a->n; i++) {
-        if ((rc = st->ops->txn(w, STORE_SAVEPOINT)) < 0)
-            return rc;
-        a->rcs[i] = st->ops->complete(w, &a->c[i], now);
-        if (a->rcs[i] < 0 && store_error_is_storage(a->rcs[i]))
-            return a->rcs[i];
-        rc = st->ops->txn(w, a->rcs[i] < 0 ? STORE_ROLLBACK_TO : STORE_RELEASE);
-        if (rc < 0)
-            return store_error_is_storage(rc) ? rc : -EIO;
-    }
-    return 0;
+    /* Alone, a refused completion is the request's result; in a batch the
+     * others still commit (the backend refuses before writing). */
+    if (rc == 0 && a->n == 1)
+        rc = a->rcs[0];
+    return rc;
 }
 
 int

@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,8 +330,12 @@ enum stmt_id {
     S_SAVEPOINT,
     S_RELEASE,
     S_ROLLBACK_TO,
+    S_NEXT_ID_LOAD,
+    S_NEXT_ID_SAVE,
+    S_COUNT_ADD,
     S_UNIQUE_FIND,
     S_INSERT,
+    S_DUE,
     S_PROMOTE,
     S_ACTIVE_QUEUES,
     S_READY_TOP,
@@ -350,7 +355,6 @@ enum stmt_id {
     S_GET,
     S_ATTEMPTS,
     S_LIST,
-    S_LIST_STATE,
     S_COUNTERS,
     S_QUEUES,
     S_NEXT_DUE,
@@ -359,9 +363,10 @@ enum stmt_id {
 };
 
 /* The queries that must stay O(K) name their index (INDEXED BY): the
- * planner has no statistics and may otherwise prefer jobs_state and walk
- * every scheduled job, and a missing index becomes an error at prepare
- * time instead of a silent table scan. */
+ * planner has no statistics and may otherwise walk the wrong one, and a
+ * missing index becomes an error at prepare time instead of a silent
+ * table scan. Partial-index conditions are repeated word for word
+ * (store_sqlite_schema.c). */
 static const char *const stmt_sql[S_NSTMTS] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
@@ -369,22 +374,27 @@ static const char *const stmt_sql[S_NSTMTS] = {
     [S_SAVEPOINT] = "SAVEPOINT req",
     [S_RELEASE] = "RELEASE req",
     [S_ROLLBACK_TO] = "ROLLBACK TO req",
+    [S_NEXT_ID_LOAD] = "SELECT max((SELECT value FROM meta WHERE key = 'next_id'), "
+                       "coalesce((SELECT max(id) FROM jobs), 0) + 1)",
+    [S_NEXT_ID_SAVE] = "UPDATE meta SET value = ?1 WHERE key = 'next_id'",
+    [S_COUNT_ADD] = "INSERT INTO counters (queue, state, uid, n) VALUES (?1, ?2, ?3, ?4) "
+                    "ON CONFLICT (queue, state, uid) DO UPDATE SET n = n + ?4",
     [S_UNIQUE_FIND] = "SELECT id FROM jobs WHERE uid = ?1 AND unique_key = ?2 "
                       "AND unique_key IS NOT NULL",
-    [S_INSERT] = "INSERT INTO jobs (queue, name, priority, command, env, cwd, unique_key, "
+    [S_INSERT] = "INSERT INTO jobs (id, queue, name, priority, command, env, cwd, unique_key, "
                  "max_attempts, backoff_base_ms, backoff_max_ms, timeout_ms, deadline, run_at, "
                  "uid, gid, state, created_at, updated_at) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
-                 "?17, ?17)",
-    [S_PROMOTE] =
-        "UPDATE jobs SET state = 1, updated_at = ?1 WHERE id IN (SELECT id FROM jobs "
-        "INDEXED BY jobs_due WHERE state IN (0, 3) AND run_at <= ?1 ORDER BY run_at LIMIT ?2)",
+                 "VALUES (?18, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                 "?16, ?17, ?17)",
+    [S_DUE] = "SELECT id, queue, uid, state FROM jobs INDEXED BY jobs_due "
+              "WHERE (state = 0 OR state = 3) AND run_at <= ?1 ORDER BY run_at LIMIT ?2",
+    [S_PROMOTE] = "UPDATE jobs SET state = 1, updated_at = ?2 WHERE id = ?1",
     [S_ACTIVE_QUEUES] = "SELECT c.queue, coalesce(q.paused, 0), coalesce(q.max_running, 0), "
                         "(SELECT coalesce(sum(n), 0) FROM counters r WHERE r.queue = c.queue "
                         "AND r.state = 2) FROM (SELECT queue FROM counters WHERE state = 1 "
                         "GROUP BY queue HAVING sum(n) > 0) c "
                         "LEFT JOIN queues q ON q.name = c.queue",
-    [S_READY_TOP] = "SELECT id, priority, run_at, deadline FROM jobs INDEXED BY jobs_ready "
+    [S_READY_TOP] = "SELECT id, priority, run_at, deadline, uid FROM jobs INDEXED BY jobs_ready "
                     "WHERE state = 1 AND queue = ?1 ORDER BY priority DESC, run_at, id LIMIT ?2",
     [S_START] = "UPDATE jobs SET state = 2, attempt = attempt + 1, started_at = CASE started_at "
                 "WHEN 0 THEN ?2 ELSE started_at END, updated_at = ?2 WHERE id = ?1 AND "
@@ -399,7 +409,7 @@ static const char *const stmt_sql[S_NSTMTS] = {
                          "signal = ?6, error = ?7, log_bytes = ?8, log_truncated = ?9 "
                          "WHERE job_id = ?1 AND attempt = ?2 AND finished_at = 0",
     [S_JOB_BRIEF] = "SELECT state, attempt, interrupted, uid, deadline, backoff_base_ms, "
-                    "backoff_max_ms, max_attempts, run_at FROM jobs WHERE id = ?1",
+                    "backoff_max_ms, max_attempts, run_at, queue FROM jobs WHERE id = ?1",
     [S_JOB_FINISH] = "UPDATE jobs SET state = ?2, run_at = CASE WHEN ?3 > 0 THEN ?3 ELSE run_at "
                      "END, finished_at = CASE WHEN ?4 >= 0 THEN ?4 ELSE finished_at END, "
                      "updated_at = ?5, outcome = ?6, exit_code = ?7, signal = ?8, error = ?9, "
@@ -414,9 +424,9 @@ static const char *const stmt_sql[S_NSTMTS] = {
                     "paused = CASE WHEN ?2 >= 0 THEN ?2 ELSE paused END, "
                     "max_running = CASE WHEN ?3 >= 0 THEN ?3 ELSE max_running END",
     [S_PURGE] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished "
-                "WHERE state IN (4, 5, 6) AND "
-                "finished_at < ?1 AND (?2 >> state) & 1 AND (?4 IS NULL OR uid = ?4) "
-                "ORDER BY finished_at LIMIT ?3) RETURNING id",
+                "WHERE state >= 4 AND finished_at < ?1 AND (?2 >> state) & 1 AND "
+                "(?4 IS NULL OR uid = ?4) ORDER BY finished_at LIMIT ?3) "
+                "RETURNING id, queue, uid, state",
     [S_RUNNING] = "SELECT job_id, attempt, pgid, boot_id, started_at FROM attempts "
                   "INDEXED BY attempts_open WHERE finished_at = 0 ORDER BY job_id",
     [S_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
@@ -424,17 +434,26 @@ static const char *const stmt_sql[S_NSTMTS] = {
                    "log_bytes, log_truncated, pgid, boot_id FROM attempts WHERE job_id = ?1 "
                    "ORDER BY attempt",
     [S_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE id < ?1 AND (?2 IS NULL OR queue = ?2) AND "
-               "(?3 IS NULL OR uid = ?3) ORDER BY id DESC LIMIT ?4",
-    [S_LIST_STATE] = "SELECT " JOB_COLS " FROM jobs INDEXED BY jobs_state WHERE state = ?5 AND "
-                     "id < ?1 AND "
-                     "(?2 IS NULL OR queue = ?2) AND (?3 IS NULL OR uid = ?3) "
-                     "ORDER BY id DESC LIMIT ?4",
+               "(?3 IS NULL OR uid = ?3) AND (?5 >> state) & 1 ORDER BY id DESC LIMIT ?4",
     [S_COUNTERS] = "SELECT queue, state, sum(n) FROM counters WHERE ?1 IS NULL OR uid = ?1 "
                    "GROUP BY queue, state HAVING sum(n) <> 0",
     [S_QUEUES] = "SELECT name, paused, max_running FROM queues ORDER BY name",
     [S_NEXT_DUE] = "SELECT coalesce((SELECT run_at FROM jobs INDEXED BY jobs_due "
-                   "WHERE state IN (0, 3) ORDER BY run_at LIMIT 1), 0)",
+                   "WHERE state = 0 OR state = 3 ORDER BY run_at LIMIT 1), 0)",
     [S_PENDING] = "SELECT coalesce(sum(n), 0) FROM counters WHERE state IN (0, 1, 3)",
+};
+
+/* Changes to counters(queue, state, uid), summed per key. */
+struct count_delta {
+    char *queue;
+    uid_t uid;
+    enum job_state state;
+    int64_t n;
+};
+
+struct deltas {
+    struct count_delta *v;
+    int n, cap;
 };
 
 struct store_conn {
@@ -445,6 +464,20 @@ struct store_conn {
     void *fault_arg;
     struct fault_vfs *vfs;
     sqlite3_stmt *stmts[S_NSTMTS];
+    /* Writer only: the next job id, and whether meta must learn it. */
+    int64_t next_id;
+    bool next_id_dirty;
+    /*
+     * Counter changes not yet written, summed per key: they are written
+     * once per transaction, just before COMMIT (or earlier by a claim,
+     * which reads the counters), not once per request. `snap` holds their
+     * amounts when the request's savepoint was opened, so that rolling the
+     * savepoint back rolls them back too.
+     */
+    struct deltas pend;
+    int64_t *snap;
+    int nsnap, capsnap;
+    bool in_savepoint;
 };
 
 /* Returns borrowed *out (reset by the caller before it returns). */
@@ -505,10 +538,182 @@ col_strdup(sqlite3_stmt *s, int i, char **out)
 }
 
 static void
+deltas_reset(struct deltas *d)
+{
+    for (int i = 0; i < d->n; i++)
+        free(d->v[i].queue);
+    d->n = 0;
+}
+
+static void
+deltas_free(struct deltas *d)
+{
+    deltas_reset(d);
+    free(d->v);
+    d->v = NULL;
+    d->cap = 0;
+}
+
+static int
+deltas_add(struct deltas *d, const char *queue, uid_t uid, enum job_state state, int64_t n)
+{
+    struct count_delta *e;
+
+    for (int i = 0; i < d->n; i++) {
+        e = &d->v[i];
+        if (e->state == state && e->uid == uid && strcmp(e->queue, queue) == 0) {
+            e->n += n;
+            return 0;
+        }
+    }
+    if (d->n == d->cap) {
+        int cap = d->cap ? d->cap * 2 : 8;
+        if ((e = realloc(d->v, (size_t)cap * sizeof(*e))) == NULL)
+            return -ENOMEM;
+        d->v = e;
+        d->cap = cap;
+    }
+    e = &d->v[d->n];
+    if ((e->queue = strdup(queue)) == NULL)
+        return -ENOMEM;
+    e->uid = uid;
+    e->state = state;
+    e->n = n;
+    d->n++;
+    return 0;
+}
+
+/* Records that n jobs of (queue, uid) entered state (n < 0: left it). */
+static int
+count(struct store_conn *c, const char *queue, uid_t uid, enum job_state state, int64_t n)
+{
+    return deltas_add(&c->pend, queue, uid, state, n);
+}
+
+/* A state change: one job of (queue, uid) went from one state to another. */
+static int
+count_move(struct store_conn *c, const char *queue, uid_t uid, enum job_state from,
+           enum job_state to)
+{
+    int rc;
+
+    if (from == to)
+        return 0;
+    if ((rc = count(c, queue, uid, from, -1)) < 0)
+        return rc;
+    return count(c, queue, uid, to, 1);
+}
+
+/* Writes the pending counter changes; their amounts drop to zero (the keys
+ * stay, so a savepoint snapshot still lines up with them). */
+static int
+counters_write(struct store_conn *c)
+{
+    sqlite3_stmt *s;
+    int rc = 0;
+
+    for (int i = 0; i < c->pend.n && rc == 0; i++) {
+        struct count_delta *e = &c->pend.v[i];
+        if (e->n == 0)
+            continue;
+        if ((rc = prep(c, S_COUNT_ADD, &s)) < 0)
+            break;
+        sqlite3_bind_text(s, 1, e->queue, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, e->state);
+        sqlite3_bind_int64(s, 3, e->uid);
+        sqlite3_bind_int64(s, 4, e->n);
+        if ((rc = step_done(s)) == 0)
+            e->n = 0;
+    }
+    return rc;
+}
+
+static int
+snap_take(struct store_conn *c)
+{
+    if (c->pend.n > c->capsnap) {
+        int64_t *v = realloc(c->snap, (size_t)c->pend.n * 2 * sizeof(*v));
+        if (v == NULL)
+            return -ENOMEM;
+        c->snap = v;
+        c->capsnap = c->pend.n * 2;
+    }
+    for (int i = 0; i < c->pend.n; i++)
+        c->snap[i] = c->pend.v[i].n;
+    c->nsnap = c->pend.n;
+    return 0;
+}
+
+/* The savepoint was rolled back: so are the counts and the early writes
+ * made since it was opened. */
+static void
+snap_restore(struct store_conn *c)
+{
+    for (int i = c->nsnap; i < c->pend.n; i++)
+        free(c->pend.v[i].queue);
+    if (c->pend.n > c->nsnap)
+        c->pend.n = c->nsnap;
+    for (int i = 0; i < c->pend.n; i++)
+        c->pend.v[i].n = c->snap[i];
+}
+
+/* Just before COMMIT: the transaction's counts and the next job id. */
+static int
+txn_flush(struct store_conn *c)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    if ((rc = counters_write(c)) < 0)
+        return rc;
+    deltas_reset(&c->pend);
+    if (c->next_id_dirty) {
+        if ((rc = prep(c, S_NEXT_ID_SAVE, &s)) < 0)
+            return rc;
+        sqlite3_bind_int64(s, 1, c->next_id);
+        if ((rc = step_done(s)) < 0)
+            return rc;
+        c->next_id_dirty = false;
+    }
+    return 0;
+}
+
+static void
+txn_forget(struct store_conn *c)
+{
+    deltas_reset(&c->pend);
+    c->in_savepoint = false;
+    /* next_id stays ahead: an id of a rolled-back job is simply skipped. */
+}
+
+static int
+next_id_load(struct store_conn *c, char *why, size_t whylen)
+{
+    sqlite3_stmt *s;
+    int src, rc;
+
+    if ((rc = prep(c, S_NEXT_ID_LOAD, &s)) < 0) {
+        snprintf(why, whylen, "cannot read the next job id: %s", sqlite3_errmsg(c->db));
+        return rc;
+    }
+    if ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        c->next_id = sqlite3_column_int64(s, 0);
+        rc = 0;
+    } else {
+        snprintf(why, whylen, "cannot read the next job id: %s", sqlite3_errmsg(c->db));
+        rc = sq_rc(src == SQLITE_DONE ? SQLITE_CORRUPT : src);
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+static void
 conn_close(struct store_conn *c)
 {
     if (c == NULL)
         return;
+    deltas_free(&c->pend);
+    free(c->snap);
     for (int i = 0; i < S_NSTMTS; i++)
         sqlite3_finalize(c->stmts[i]);
     /* The last connection to close checkpoints the WAL and removes it. */
@@ -569,10 +774,24 @@ set_wal(struct store_conn *c, char *why, size_t whylen)
     return rc;
 }
 
+/*
+ * Process-wide SQLite settings, applied once before the first connection:
+ * without memory statistics every sqlite3_malloc/free skips a global
+ * mutex, which cost a tenth of the writer's time under group commit. Only
+ * legal before sqlite3_initialize; if something opened a database
+ * earlier, SQLite keeps its defaults and the store still works.
+ */
+static void
+sqlite_global_init(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int
 sq_open(const struct store_opts *opts, enum store_role role, struct store_conn **out, char *why,
         size_t whylen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct store_conn *c;
     char sql[96];
     int flags, src, rc;
@@ -582,6 +801,7 @@ sq_open(const struct store_opts *opts, enum store_role role, struct store_conn *
         snprintf(why, whylen, "no database path");
         return -EINVAL;
     }
+    pthread_once(&once, sqlite_global_init);
     if ((c = calloc(1, sizeof(*c))) == NULL || (c->path = strdup(opts->path)) == NULL) {
         free(c);
         return -ENOMEM;
@@ -623,7 +843,8 @@ sq_open(const struct store_opts *opts, enum store_role role, struct store_conn *
         if ((rc = exec_pragma(c, sql, why, whylen)) < 0 ||
             (rc = exec_pragma(c, "PRAGMA temp_store = MEMORY", why, whylen)) < 0)
             goto out;
-        if ((rc = store_sqlite_migrate(c->db, store_sqlite_schema_version(), why, whylen)) < 0)
+        if ((rc = store_sqlite_migrate(c->db, store_sqlite_schema_version(), why, whylen)) < 0 ||
+            (rc = next_id_load(c, why, whylen)) < 0)
             goto out;
     } else {
         snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%d", JOBQ_STORE_READ_CACHE_KIB);
@@ -646,6 +867,7 @@ sq_txn(struct store_conn *c, enum store_txn op)
 
     switch (op) {
     case STORE_BEGIN:
+        txn_forget(c);
         if ((rc = prep(c, S_BEGIN, &s)) < 0)
             return rc;
         return step_done(s);
@@ -654,12 +876,11 @@ sq_txn(struct store_conn *c, enum store_txn op)
             sq_txn(c, STORE_ROLLBACK);
             return rc;
         }
-        if ((rc = prep(c, S_COMMIT, &s)) < 0)
-            return rc;
-        if ((rc = step_done(s)) < 0)
+        if ((rc = txn_flush(c)) < 0 || (rc = prep(c, S_COMMIT, &s)) < 0 || (rc = step_done(s)) < 0)
             sq_txn(c, STORE_ROLLBACK);
         return rc;
     case STORE_ROLLBACK:
+        txn_forget(c);
         /* SQLite may already have rolled back after a full disk or an I/O
          * error; then there is nothing to do. */
         if (sqlite3_get_autocommit(c->db))
@@ -668,22 +889,29 @@ sq_txn(struct store_conn *c, enum store_txn op)
             return rc;
         return step_done(s);
     case STORE_SAVEPOINT:
-        if ((rc = prep(c, S_SAVEPOINT, &s)) < 0)
+        /* One level: the front's per-request savepoint. */
+        if (c->in_savepoint)
+            return -EINVAL;
+        if ((rc = snap_take(c)) < 0 || (rc = prep(c, S_SAVEPOINT, &s)) < 0 ||
+            (rc = step_done(s)) < 0)
             return rc;
-        return step_done(s);
+        c->in_savepoint = true;
+        return 0;
     case STORE_RELEASE:
-        if ((rc = prep(c, S_RELEASE, &s)) < 0)
+        if ((rc = prep(c, S_RELEASE, &s)) < 0 || (rc = step_done(s)) < 0)
             return rc;
-        return step_done(s);
+        c->in_savepoint = false;
+        return 0;
     case STORE_ROLLBACK_TO:
         /* ROLLBACK TO keeps the savepoint open; release it too, or every
          * failed request would nest one more. A transaction SQLite rolled
          * back itself has no savepoint left, and this fails: the front
          * then fails the whole group. */
-        if (sqlite3_get_autocommit(c->db))
+        if (sqlite3_get_autocommit(c->db) || !c->in_savepoint)
             return -EIO;
         if ((rc = prep(c, S_ROLLBACK_TO, &s)) < 0 || (rc = step_done(s)) < 0)
             return rc;
+        snap_restore(c);
         return sq_txn(c, STORE_RELEASE);
     }
     return -EINVAL;
@@ -994,13 +1222,58 @@ out:
 /* ---- writes ------------------------------------------------------------ */
 
 static int
-sq_submit(struct store_conn *c, const struct job_spec *spec, int64_t now, int64_t *id,
-          bool *existed)
+insert_job(struct store_conn *c, const struct job_spec *spec, int64_t now, int64_t *id)
 {
-    sqlite3_stmt *s = NULL;
+    sqlite3_stmt *s;
     char *cmd = NULL, *env = NULL;
     size_t cmdlen, envlen = 0;
     int64_t run_at = spec->run_at > 0 ? spec->run_at : now;
+    enum job_state state = run_at > now ? JOB_SCHEDULED : JOB_QUEUED;
+    const char *queue = spec->queue ? spec->queue : "default";
+    int rc;
+
+    if ((rc = strv_to_json(spec->command, &cmd, &cmdlen)) < 0 ||
+        (spec->env != NULL && (rc = strv_to_json(spec->env, &env, &envlen)) < 0))
+        goto out;
+    if ((rc = prep(c, S_INSERT, &s)) < 0)
+        goto out;
+    bind_text_or_null(s, 1, queue);
+    bind_text_or_null(s, 2, spec->name);
+    sqlite3_bind_int(s, 3, spec->priority);
+    sqlite3_bind_text(s, 4, cmd, (int)cmdlen, SQLITE_STATIC);
+    if (env != NULL)
+        sqlite3_bind_text(s, 5, env, (int)envlen, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 5);
+    bind_text_or_null(s, 6, spec->cwd);
+    bind_text_or_null(s, 7, spec->unique_key);
+    sqlite3_bind_int(s, 8, spec->max_attempts);
+    sqlite3_bind_int64(s, 9, spec->backoff_base_ms);
+    sqlite3_bind_int64(s, 10, spec->backoff_max_ms);
+    sqlite3_bind_int64(s, 11, spec->timeout_ms);
+    sqlite3_bind_int64(s, 12, spec->deadline);
+    sqlite3_bind_int64(s, 13, run_at);
+    sqlite3_bind_int64(s, 14, spec->uid);
+    sqlite3_bind_int64(s, 15, spec->gid);
+    sqlite3_bind_int(s, 16, state);
+    sqlite3_bind_int64(s, 17, now);
+    sqlite3_bind_int64(s, 18, c->next_id);
+    if ((rc = step_done(s)) < 0)
+        goto out;
+    *id = c->next_id++;
+    c->next_id_dirty = true;
+    rc = count(c, queue, spec->uid, state, 1);
+out:
+    free(cmd);
+    free(env);
+    return rc;
+}
+
+static int
+submit_one(struct store_conn *c, const struct job_spec *spec, int64_t now, int64_t *id,
+           bool *existed)
+{
+    sqlite3_stmt *s;
     int src, rc;
 
     *existed = false;
@@ -1020,43 +1293,25 @@ sq_submit(struct store_conn *c, const struct job_spec *spec, int64_t now, int64_
         if (src != SQLITE_DONE)
             return sq_rc(src);
     }
-    if ((rc = strv_to_json(spec->command, &cmd, &cmdlen)) < 0 ||
-        (spec->env != NULL && (rc = strv_to_json(spec->env, &env, &envlen)) < 0))
-        goto out;
-    if ((rc = prep(c, S_INSERT, &s)) < 0)
-        goto out;
-    bind_text_or_null(s, 1, spec->queue ? spec->queue : "default");
-    bind_text_or_null(s, 2, spec->name);
-    sqlite3_bind_int(s, 3, spec->priority);
-    sqlite3_bind_text(s, 4, cmd, (int)cmdlen, SQLITE_STATIC);
-    if (env != NULL)
-        sqlite3_bind_text(s, 5, env, (int)envlen, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(s, 5);
-    bind_text_or_null(s, 6, spec->cwd);
-    bind_text_or_null(s, 7, spec->unique_key);
-    sqlite3_bind_int(s, 8, spec->max_attempts);
-    sqlite3_bind_int64(s, 9, spec->backoff_base_ms);
-    sqlite3_bind_int64(s, 10, spec->backoff_max_ms);
-    sqlite3_bind_int64(s, 11, spec->timeout_ms);
-    sqlite3_bind_int64(s, 12, spec->deadline);
-    sqlite3_bind_int64(s, 13, run_at);
-    sqlite3_bind_int64(s, 14, spec->uid);
-    sqlite3_bind_int64(s, 15, spec->gid);
-    sqlite3_bind_int(s, 16, run_at > now ? JOB_SCHEDULED : JOB_QUEUED);
-    sqlite3_bind_int64(s, 17, now);
-    if ((rc = step_done(s)) < 0)
-        goto out;
-    *id = sqlite3_last_insert_rowid(c->db);
-out:
-    free(cmd);
-    free(env);
+    return insert_job(c, spec, now, id);
+}
+
+static int
+sq_submit(struct store_conn *c, const struct job_spec *specs, size_t n, int64_t now, int64_t *ids,
+          bool *existed)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = submit_one(c, &specs[i], now, &ids[i], &existed[i]);
     return rc;
 }
 
 struct cand {
     int64_t id, run_at, deadline;
     int32_t priority;
+    uid_t uid;
+    const char *queue; /* borrowed from the active_queue array */
 };
 
 /* Dispatch order: priority desc, run_at, id. */
@@ -1127,7 +1382,7 @@ out:
 }
 
 /* The head of each active queue, merged in dispatch order. Returns owned
- * *out. */
+ * *out, whose queue names are borrowed from q. */
 static int
 candidates(struct store_conn *c, const struct active_queue *q, int nq, struct cand **out, size_t *n)
 {
@@ -1154,6 +1409,8 @@ candidates(struct store_conn *c, const struct active_queue *q, int nq, struct ca
             v[cnt].priority = sqlite3_column_int(s, 1);
             v[cnt].run_at = sqlite3_column_int64(s, 2);
             v[cnt].deadline = sqlite3_column_int64(s, 3);
+            v[cnt].uid = (uid_t)sqlite3_column_int64(s, 4);
+            v[cnt].queue = q[i].name;
             cnt++;
         }
         sqlite3_reset(s);
@@ -1173,21 +1430,78 @@ out:
     return rc;
 }
 
+/* Due scheduled and retrying jobs become ready, oldest first, at most
+ * JOBQ_STORE_PROMOTE_MAX per claim so a claim stays O(K). */
+static int
+promote(struct store_conn *c, int64_t now)
+{
+    sqlite3_stmt *s, *u;
+    struct due {
+        int64_t id;
+        uid_t uid;
+        enum job_state state;
+        char *queue;
+    } *v = NULL, *nv;
+    size_t n = 0, cap = 0;
+    int src, rc;
+
+    if ((rc = prep(c, S_DUE, &s)) < 0 || (rc = prep(c, S_PROMOTE, &u)) < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int(s, 2, JOBQ_STORE_PROMOTE_MAX);
+    /* Collected first: the updates move rows out of the index s walks. */
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            v = nv;
+        }
+        v[n].id = sqlite3_column_int64(s, 0);
+        v[n].uid = (uid_t)sqlite3_column_int64(s, 2);
+        v[n].state = (enum job_state)sqlite3_column_int(s, 3);
+        if ((rc = col_strdup(s, 1, &v[n].queue)) < 0)
+            goto out;
+        n++;
+    }
+    sqlite3_reset(s);
+    if (src != SQLITE_DONE) {
+        rc = sq_rc(src);
+        goto out;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        sqlite3_bind_int64(u, 1, v[i].id);
+        sqlite3_bind_int64(u, 2, now);
+        if ((rc = step_done(u)) == 0)
+            rc = count_move(c, v[i].queue, v[i].uid, v[i].state, JOB_QUEUED);
+    }
+out:
+    sqlite3_reset(s);
+    for (size_t i = 0; i < n; i++)
+        free(v[i].queue);
+    free(v);
+    return rc;
+}
+
 /* A ready job whose deadline passed before it could start: failed, and no
  * attempt is recorded because none ran. */
 static int
-expire(struct store_conn *c, int64_t id, int64_t now)
+expire(struct store_conn *c, const struct cand *k, int64_t now)
 {
     sqlite3_stmt *s;
     int rc;
 
     if ((rc = prep(c, S_EXPIRE, &s)) < 0)
         return rc;
-    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 1, k->id);
     sqlite3_bind_int64(s, 2, now);
     sqlite3_bind_int(s, 3, OUTCOME_DEADLINE);
     sqlite3_bind_text(s, 4, "deadline passed before the job could start", -1, SQLITE_STATIC);
-    return step_done(s);
+    if ((rc = step_done(s)) < 0)
+        return rc;
+    return count_move(c, k->queue, k->uid, JOB_QUEUED, JOB_FAILED);
 }
 
 /* Marks one ready job running and records its attempt. Returns owned *out. */
@@ -1218,7 +1532,8 @@ start(struct store_conn *c, int64_t id, int64_t now, const char *boot_id, struct
     sqlite3_bind_int(a, 2, j->attempt);
     sqlite3_bind_int64(a, 3, now);
     sqlite3_bind_text(a, 4, boot_id ? boot_id : "", -1, SQLITE_STATIC);
-    if ((rc = step_done(a)) < 0)
+    if ((rc = step_done(a)) < 0 ||
+        (rc = count_move(c, j->spec.queue, j->spec.uid, JOB_QUEUED, JOB_RUNNING)) < 0)
         goto out;
     *out = j;
     j = NULL;
@@ -1229,26 +1544,19 @@ out:
 }
 
 static int
-sq_claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n)
+claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n)
 {
     struct active_queue *q = NULL;
     struct cand *cand = NULL;
-    sqlite3_stmt *s;
     size_t ncand = 0;
     int nq = 0, got = 0, rc;
 
-    *n = 0;
-    if (max <= 0)
-        return 0;
     if (max > JOBQ_STORE_CLAIM_MAX)
         max = JOBQ_STORE_CLAIM_MAX;
     /* Due scheduled/retrying jobs become ready first, so they compete in
-     * priority order with the rest. */
-    if ((rc = prep(c, S_PROMOTE, &s)) < 0)
-        return rc;
-    sqlite3_bind_int64(s, 1, now);
-    sqlite3_bind_int(s, 2, JOBQ_STORE_PROMOTE_MAX);
-    if ((rc = step_done(s)) < 0)
+     * priority order with the rest; their counts are written now because
+     * active_queues reads the counters. */
+    if ((rc = promote(c, now)) < 0 || (rc = counters_write(c)) < 0)
         return rc;
     if ((rc = active_queues(c, max, &q, &nq)) < 0 || nq == 0)
         goto out;
@@ -1256,7 +1564,7 @@ sq_claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct
         goto out;
     for (size_t i = 0; i < ncand && got < max; i++) {
         if (cand[i].deadline > 0 && cand[i].deadline <= now) {
-            if ((rc = expire(c, cand[i].id, now)) < 0)
+            if ((rc = expire(c, &cand[i], now)) < 0)
                 goto out;
             continue;
         }
@@ -1273,6 +1581,23 @@ out:
         free(q[i].name);
     free(q);
     free(cand);
+    return rc;
+}
+
+static int
+sq_claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n)
+{
+    int rc;
+
+    *n = 0;
+    if (max <= 0)
+        return 0;
+    rc = claim(c, now, max, boot_id, jobs, n);
+    if (rc < 0) {
+        for (int i = 0; i < *n; i++)
+            job_free(jobs[i]);
+        *n = 0;
+    }
     return rc;
 }
 
@@ -1297,12 +1622,14 @@ struct brief {
     int32_t attempt, interrupted, max_attempts;
     uid_t uid;
     int64_t deadline, backoff_base_ms, backoff_max_ms, run_at;
+    char queue[JOBQ_NAME_MAX_BYTES + 1];
 };
 
 static int
 job_brief(struct store_conn *c, int64_t id, struct brief *b)
 {
     sqlite3_stmt *s;
+    const unsigned char *queue;
     int src, rc;
 
     if ((rc = prep(c, S_JOB_BRIEF, &s)) < 0)
@@ -1318,6 +1645,8 @@ job_brief(struct store_conn *c, int64_t id, struct brief *b)
         b->backoff_max_ms = sqlite3_column_int64(s, 6);
         b->max_attempts = sqlite3_column_int(s, 7);
         b->run_at = sqlite3_column_int64(s, 8);
+        queue = sqlite3_column_text(s, 9);
+        snprintf(b->queue, sizeof(b->queue), "%s", queue ? (const char *)queue : "");
         rc = 0;
     } else {
         rc = src == SQLITE_DONE ? -ENOENT : sq_rc(src);
@@ -1363,8 +1692,10 @@ struct finish {
     int log_truncated;   /* -1: keep */
 };
 
+/* Writes f to the job b describes, and counts the state change. */
 static int
-job_finish(struct store_conn *c, int64_t id, int64_t now, const struct finish *f)
+job_finish(struct store_conn *c, int64_t id, const struct brief *b, int64_t now,
+           const struct finish *f)
 {
     sqlite3_stmt *s;
     int rc;
@@ -1382,11 +1713,15 @@ job_finish(struct store_conn *c, int64_t id, int64_t now, const struct finish *f
     bind_text_or_null(s, 9, f->error);
     sqlite3_bind_int(s, 10, f->interrupted);
     sqlite3_bind_int(s, 11, f->log_truncated);
-    return step_done(s);
+    if ((rc = step_done(s)) < 0)
+        return rc;
+    return count_move(c, b->queue, b->uid, b->state, f->state);
 }
 
+/* One completion. Semantic refusals (-EINVAL, -ESTALE) come before any
+ * write, so they leave nothing to undo. */
 static int
-sq_complete(struct store_conn *c, const struct store_completion *d, int64_t now)
+complete_one(struct store_conn *c, const struct store_completion *d, int64_t now)
 {
     struct brief b;
     int64_t at = d->finished_at > 0 ? d->finished_at : now;
@@ -1422,8 +1757,6 @@ sq_complete(struct store_conn *c, const struct store_completion *d, int64_t now)
     default:
         return -EINVAL;
     }
-    /* Check the job before touching anything, so a stale completion
-     * changes nothing even outside a savepoint. */
     if ((rc = job_brief(c, d->id, &b)) < 0)
         return rc == -ENOENT ? -ESTALE : rc;
     if (b.attempt != d->attempt || (b.state != JOB_RUNNING && b.state != JOB_CANCELED))
@@ -1438,7 +1771,27 @@ sq_complete(struct store_conn *c, const struct store_completion *d, int64_t now)
     if ((rc = attempt_finish(c, d->id, d->attempt, at, d->outcome, d->exit_code, d->signal,
                              d->error, d->log_bytes, d->log_truncated)) < 0)
         return rc;
-    return job_finish(c, d->id, now, &f);
+    return job_finish(c, d->id, &b, now, &f);
+}
+
+static bool
+semantic(int rc)
+{
+    return rc == -EINVAL || rc == -ESTALE;
+}
+
+static int
+sq_complete(struct store_conn *c, const struct store_completion *done, size_t n, int64_t now,
+            int *rcs)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rcs[i] = complete_one(c, &done[i], now);
+        if (rcs[i] < 0 && !semantic(rcs[i]))
+            rc = rcs[i];
+    }
+    return rc;
 }
 
 static bool
@@ -1448,8 +1801,8 @@ visible(struct store_who who, uid_t owner)
 }
 
 static int
-sq_cancel(struct store_conn *c, struct store_who who, int64_t id, int64_t now, bool *was_running,
-          int32_t *attempt)
+cancel(struct store_conn *c, struct store_who who, int64_t id, int64_t now, bool *was_running,
+       int32_t *attempt)
 {
     sqlite3_stmt *s;
     struct brief b;
@@ -1472,7 +1825,7 @@ sq_cancel(struct store_conn *c, struct store_who who, int64_t id, int64_t now, b
         return rc;
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, now);
-    if ((rc = step_done(s)) < 0)
+    if ((rc = step_done(s)) < 0 || (rc = count_move(c, b.queue, b.uid, b.state, JOB_CANCELED)) < 0)
         return rc;
     if (was_running != NULL)
         *was_running = b.state == JOB_RUNNING;
@@ -1482,10 +1835,18 @@ sq_cancel(struct store_conn *c, struct store_who who, int64_t id, int64_t now, b
 }
 
 static int
-sq_retry(struct store_conn *c, struct store_who who, int64_t id, int64_t now)
+sq_cancel(struct store_conn *c, struct store_who who, int64_t id, int64_t now, bool *was_running,
+          int32_t *attempt)
+{
+    return cancel(c, who, id, now, was_running, attempt);
+}
+
+static int
+retry(struct store_conn *c, struct store_who who, int64_t id, int64_t now)
 {
     sqlite3_stmt *s;
     struct brief b;
+    enum job_state next;
     int32_t used, max_attempts;
     int src, rc;
 
@@ -1514,14 +1875,23 @@ sq_retry(struct store_conn *c, struct store_who who, int64_t id, int64_t now)
     max_attempts = used >= b.max_attempts ? used + 1 : b.max_attempts;
     if (max_attempts > JOBQ_ATTEMPTS_MAX)
         return -EBUSY;
+    next = b.run_at > now ? JOB_SCHEDULED : JOB_QUEUED;
     if ((rc = prep(c, S_RETRY, &s)) < 0)
         return rc;
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, now);
-    sqlite3_bind_int(s, 3, b.run_at > now ? JOB_SCHEDULED : JOB_QUEUED);
+    sqlite3_bind_int(s, 3, next);
     sqlite3_bind_int64(s, 4, b.run_at > now ? b.run_at : now);
     sqlite3_bind_int(s, 5, max_attempts);
-    return step_done(s);
+    if ((rc = step_done(s)) < 0)
+        return rc;
+    return count_move(c, b.queue, b.uid, b.state, next);
+}
+
+static int
+sq_retry(struct store_conn *c, struct store_who who, int64_t id, int64_t now)
+{
+    return retry(c, who, id, now);
 }
 
 static int
@@ -1543,16 +1913,12 @@ sq_queue_set(struct store_conn *c, const char *queue, int paused, int32_t limit)
 #define TERMINAL_MASK ((1u << JOB_SUCCEEDED) | (1u << JOB_FAILED) | (1u << JOB_CANCELED))
 
 static int
-sq_purge(struct store_conn *c, struct store_who who, int64_t before, unsigned states, int max,
-         int64_t *ids, int *n)
+purge(struct store_conn *c, struct store_who who, int64_t before, unsigned states, int max,
+      int64_t *ids, int *n)
 {
     sqlite3_stmt *s;
-    int src, rc;
+    int src, rc = 0;
 
-    *n = 0;
-    states = states ? states & TERMINAL_MASK : TERMINAL_MASK;
-    if (states == 0 || max <= 0)
-        return 0;
     if ((rc = prep(c, S_PURGE, &s)) < 0)
         return rc;
     sqlite3_bind_int64(s, 1, before);
@@ -1563,15 +1929,32 @@ sq_purge(struct store_conn *c, struct store_who who, int64_t before, unsigned st
     else
         sqlite3_bind_int64(s, 4, who.uid);
     /* RETURNING rows come after the whole DELETE ran; all are read. */
-    while ((src = sqlite3_step(s)) == SQLITE_ROW)
+    while ((src = sqlite3_step(s)) == SQLITE_ROW && rc == 0) {
+        const unsigned char *queue = sqlite3_column_text(s, 1);
         if (*n < max)
             ids[(*n)++] = sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
-    if (src != SQLITE_DONE) {
-        *n = 0;
-        return sq_rc(src);
+        rc = count(c, queue ? (const char *)queue : "", (uid_t)sqlite3_column_int64(s, 2),
+                   (enum job_state)sqlite3_column_int(s, 3), -1);
     }
-    return 0;
+    sqlite3_reset(s);
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = sq_rc(src);
+    return rc;
+}
+
+static int
+sq_purge(struct store_conn *c, struct store_who who, int64_t before, unsigned states, int max,
+         int64_t *ids, int *n)
+{
+    int rc;
+
+    *n = 0;
+    states = states ? states & TERMINAL_MASK : TERMINAL_MASK;
+    if (states == 0 || max <= 0)
+        return 0;
+    if ((rc = purge(c, who, before, states, max, ids, n)) < 0)
+        *n = 0;
+    return rc;
 }
 
 static int
@@ -1627,14 +2010,13 @@ mix64(uint64_t x)
 }
 
 static int
-sq_recover(struct store_conn *c, int64_t now, uint64_t seed, int64_t *retrying, int64_t *failed)
+recover(struct store_conn *c, int64_t now, uint64_t seed, int64_t *retrying, int64_t *failed)
 {
     static const char interrupted[] = "jobqd stopped during the attempt";
     struct store_running *open = NULL;
     size_t n = 0;
     int rc;
 
-    *retrying = *failed = 0;
     /* Collected first: updating the rows a statement is still scanning is
      * undefined in SQLite. */
     if ((rc = sq_running(c, &open, &n)) < 0)
@@ -1672,12 +2054,19 @@ sq_recover(struct store_conn *c, int64_t now, uint64_t seed, int64_t *retrying, 
             f.interrupted = 1;
             ++*retrying;
         }
-        if ((rc = job_finish(c, open[i].id, now, &f)) < 0)
+        if ((rc = job_finish(c, open[i].id, &b, now, &f)) < 0)
             goto out;
     }
 out:
     free(open);
     return rc;
+}
+
+static int
+sq_recover(struct store_conn *c, int64_t now, uint64_t seed, int64_t *retrying, int64_t *failed)
+{
+    *retrying = *failed = 0;
+    return recover(c, now, seed, retrying, failed);
 }
 
 static int
@@ -1778,58 +2167,11 @@ out:
     return rc;
 }
 
-static int
-job_id_desc(const void *a, const void *b)
-{
-    const struct job *x = *(struct job *const *)a, *y = *(struct job *const *)b;
-    return x->id > y->id ? -1 : x->id < y->id;
-}
-
-/* Appends the rows of s (bound by the caller) to *v, growing it. */
-static int
-list_rows(sqlite3_stmt *s, struct job ***v, int *n, int *cap)
-{
-    struct job **nv;
-    int src, rc = 0;
-
-    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*n == *cap) {
-            int ncap = *cap ? *cap * 2 : 16;
-            if ((nv = realloc(*v, (size_t)ncap * sizeof(*nv))) == NULL) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            *v = nv;
-            *cap = ncap;
-        }
-        if ((rc = row_job(s, &(*v)[*n])) < 0)
-            goto out;
-        ++*n;
-    }
-    if (src != SQLITE_DONE)
-        rc = sq_rc(src);
-out:
-    sqlite3_reset(s);
-    return rc;
-}
-
-static void
-list_bind(sqlite3_stmt *s, const struct store_filter *f, bool by_uid, uid_t uid, int limit)
-{
-    sqlite3_bind_int64(s, 1, f->before_id > 0 ? f->before_id : INT64_MAX);
-    bind_text_or_null(s, 2, f->queue);
-    if (by_uid)
-        sqlite3_bind_int64(s, 3, uid);
-    else
-        sqlite3_bind_null(s, 3);
-    sqlite3_bind_int(s, 4, limit);
-}
-
 /*
- * Newest first with keyset pagination (id < before_id). With a state
- * filter, each state is read from the (state, id) index in id order and
- * the heads are merged: a page costs O(limit x states), whatever the
- * table size.
+ * Newest first with keyset pagination (id < before_id), walking the
+ * primary key down from before_id. A filter on a rare state reads more
+ * rows before the page fills; no index on state exists because it would
+ * cost every insert and every state change a fifth of its time.
  */
 static int
 sq_list(struct store_conn *c, struct store_who who, const struct store_filter *f, struct job ***out,
@@ -1838,39 +2180,38 @@ sq_list(struct store_conn *c, struct store_who who, const struct store_filter *f
     sqlite3_stmt *s;
     struct job **v = NULL;
     int limit = f->limit > 0 ? f->limit : 100;
-    bool by_uid = !who.admin || f->by_uid;
-    uid_t uid = who.admin ? f->uid : who.uid;
-    int got = 0, cap = 0, rc;
+    unsigned states = f->states ? f->states : (1u << JOB_NSTATES) - 1;
+    int got = 0, src, rc;
 
     if (limit > JOBQ_STORE_LIST_MAX)
         limit = JOBQ_STORE_LIST_MAX;
-    if (f->states == 0) {
-        if ((rc = prep(c, S_LIST, &s)) < 0)
-            goto out;
-        list_bind(s, f, by_uid, uid, limit);
-        rc = list_rows(s, &v, &got, &cap);
-    } else {
-        if ((rc = prep(c, S_LIST_STATE, &s)) < 0)
-            goto out;
-        for (int st = 0; st < JOB_NSTATES && rc == 0; st++) {
-            if (!(f->states & (1u << st)))
-                continue;
-            list_bind(s, f, by_uid, uid, limit);
-            sqlite3_bind_int(s, 5, st);
-            rc = list_rows(s, &v, &got, &cap);
-        }
-        if (rc == 0 && got > 1)
-            qsort(v, (size_t)got, sizeof(*v), job_id_desc);
-        for (; rc == 0 && got > limit; got--)
-            job_free(v[got - 1]);
-    }
-    if (rc < 0)
+    if ((v = calloc((size_t)limit, sizeof(*v))) == NULL)
+        return -ENOMEM;
+    if ((rc = prep(c, S_LIST, &s)) < 0)
         goto out;
+    sqlite3_bind_int64(s, 1, f->before_id > 0 ? f->before_id : INT64_MAX);
+    bind_text_or_null(s, 2, f->queue);
+    if (!who.admin)
+        sqlite3_bind_int64(s, 3, who.uid);
+    else if (f->by_uid)
+        sqlite3_bind_int64(s, 3, f->uid);
+    else
+        sqlite3_bind_null(s, 3);
+    sqlite3_bind_int(s, 4, limit);
+    sqlite3_bind_int(s, 5, (int)states);
+    while (got < limit && (src = sqlite3_step(s)) == SQLITE_ROW)
+        if ((rc = row_job(s, &v[got++])) < 0)
+            goto out;
+    if (got < limit && src != SQLITE_DONE) {
+        rc = sq_rc(src);
+        goto out;
+    }
     *out = v;
     *n = got;
     v = NULL;
     got = 0;
 out:
+    sqlite3_reset(s);
     for (int i = 0; i < got; i++)
         job_free(v[i]);
     free(v);
@@ -2016,6 +2357,9 @@ static const struct {
     {"attempt rows differ from the job's attempt count (id, attempt)",
      "SELECT id, attempt FROM jobs j WHERE attempt <> (SELECT count(*) FROM attempts a "
      "WHERE a.job_id = j.id) LIMIT 1"},
+    {"meta.next_id is not above every job id (next_id, max id)",
+     "SELECT (SELECT value FROM meta WHERE key = 'next_id') AS n, (SELECT max(id) FROM jobs) "
+     "AS m WHERE n <= m"},
     {"finished_at does not match the state (id, state, finished_at)",
      "SELECT id, state, finished_at FROM jobs WHERE (state IN (4, 5, 6)) <> (finished_at > 0) "
      "LIMIT 1"},

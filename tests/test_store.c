@@ -179,7 +179,7 @@ submit_at(struct fx *fx, const struct job_spec *sp, int64_t now)
     int64_t id = 0;
     bool existed = true;
     txn(fx, STORE_BEGIN);
-    assert_int_equal(ops->submit(fx->c, sp, now, &id, &existed), 0);
+    assert_int_equal(ops->submit(fx->c, sp, 1, now, &id, &existed), 0);
     txn(fx, STORE_COMMIT);
     assert_false(existed);
     assert_true(id > 0);
@@ -227,7 +227,10 @@ complete(struct fx *fx, int64_t id, int32_t attempt, enum job_outcome o, enum jo
     };
     int rc;
     txn(fx, STORE_BEGIN);
-    rc = ops->complete(fx->c, &c, now);
+    int one;
+    rc = ops->complete(fx->c, &c, 1, now, &one);
+    if (rc == 0)
+        rc = one;
     txn(fx, rc == 0 ? STORE_COMMIT : STORE_ROLLBACK);
     return rc;
 }
@@ -475,7 +478,7 @@ populate_and_close(struct fx *fx, int n)
         bool ex;
         snprintf(name, sizeof(name), "job-%d", i);
         sp.name = name;
-        assert_int_equal(ops->submit(fx->c, &sp, T0, &id, &ex), 0);
+        assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &id, &ex), 0);
     }
     txn(fx, STORE_COMMIT);
     fx_close(fx);
@@ -667,7 +670,7 @@ test_unique_key_returns_existing_job(void **state)
     int64_t id = submit(fx, &sp), again;
     bool existed = false;
     txn(fx, STORE_BEGIN);
-    assert_int_equal(ops->submit(fx->c, &sp, T0 + 5, &again, &existed), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, 1, T0 + 5, &again, &existed), 0);
     txn(fx, STORE_COMMIT);
     assert_true(existed);
     assert_int_equal(again, id);
@@ -690,8 +693,8 @@ test_unique_key_twice_in_one_transaction_creates_one_job(void **state)
     bool ea, eb;
     sp.unique_key = "dup";
     txn(fx, STORE_BEGIN);
-    assert_int_equal(ops->submit(fx->c, &sp, T0, &a, &ea), 0);
-    assert_int_equal(ops->submit(fx->c, &sp, T0, &b, &eb), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &a, &ea), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &b, &eb), 0);
     txn(fx, STORE_COMMIT);
     assert_false(ea);
     assert_true(eb);
@@ -1260,12 +1263,15 @@ test_hot_queries_use_their_index(void **state)
         {"SELECT id, priority, run_at, deadline FROM jobs INDEXED BY jobs_ready WHERE state = 1 "
          "AND queue = ?1 ORDER BY priority DESC, run_at, id LIMIT ?2",
          "jobs_ready"},
-        {"SELECT coalesce((SELECT run_at FROM jobs INDEXED BY jobs_due WHERE state IN (0, 3) "
-         "ORDER BY run_at LIMIT 1), 0)",
+        {"SELECT coalesce((SELECT run_at FROM jobs INDEXED BY jobs_due WHERE state = 0 OR "
+         "state = 3 ORDER BY run_at LIMIT 1), 0)",
          "jobs_due"},
-        {"UPDATE jobs SET state = 1, updated_at = ?1 WHERE id IN (SELECT id FROM jobs INDEXED BY "
-         "jobs_due WHERE state IN (0, 3) AND run_at <= ?1 ORDER BY run_at LIMIT ?2)",
+        {"SELECT id, queue, uid, state FROM jobs INDEXED BY jobs_due WHERE (state = 0 OR "
+         "state = 3) AND run_at <= ?1 ORDER BY run_at LIMIT ?2",
          "jobs_due"},
+        {"SELECT id FROM jobs INDEXED BY jobs_finished WHERE state >= 4 AND finished_at < ?1 "
+         "ORDER BY finished_at LIMIT ?3",
+         "jobs_finished"},
     };
     fx_close(fx);
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
@@ -1300,7 +1306,7 @@ test_purge_deletes_in_bounded_chunks(void **state)
     for (int i = 0; i < n; i++) {
         int64_t id;
         bool ex;
-        assert_int_equal(ops->submit(fx->c, &sp, T0, &id, &ex), 0);
+        assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &id, &ex), 0);
     }
     txn(fx, STORE_COMMIT);
     /* Cancel all but one: canceled is terminal. */
@@ -1453,7 +1459,7 @@ test_commit_fault_rolls_back_everything(void **state)
     fx->fail_at = 1;
     fx->err = -ENOSPC;
     txn(fx, STORE_BEGIN);
-    assert_int_equal(ops->submit(fx->c, &sp, T0, &lost, &ex), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &lost, &ex), 0);
     assert_int_equal(ops->txn(fx->c, STORE_COMMIT), -ENOSPC);
     struct job *g = NULL;
     assert_int_equal(ops->get(fx->c, admin, lost, &g), -ENOENT);
@@ -1476,7 +1482,7 @@ test_write_fault_fails_commit_with_storage_error(void **state)
     fx->sticky = true;
     fx->err = -ENOSPC;
     txn(fx, STORE_BEGIN);
-    int rc = ops->submit(fx->c, &sp, T0, &lost, &ex);
+    int rc = ops->submit(fx->c, &sp, 1, T0, &lost, &ex);
     if (rc == 0)
         rc = ops->txn(fx->c, STORE_COMMIT);
     else
@@ -1504,7 +1510,7 @@ test_sync_fault_fails_commit_with_io_error(void **state)
     fx->fail_at = 1;
     fx->err = -EIO;
     txn(fx, STORE_BEGIN);
-    assert_int_equal(ops->submit(fx->c, &sp, T0, &lost, &ex), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &lost, &ex), 0);
     assert_int_equal(ops->txn(fx->c, STORE_COMMIT), -EIO);
     fx->fail_at = 0;
     submit(fx, &sp);
@@ -1535,10 +1541,10 @@ test_savepoint_undoes_one_request_only(void **state)
     bool ex;
     txn(fx, STORE_BEGIN);
     txn(fx, STORE_SAVEPOINT);
-    assert_int_equal(ops->submit(fx->c, &sp, T0, &a, &ex), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &a, &ex), 0);
     txn(fx, STORE_RELEASE);
     txn(fx, STORE_SAVEPOINT);
-    assert_int_equal(ops->submit(fx->c, &sp, T0, &b, &ex), 0);
+    assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &b, &ex), 0);
     txn(fx, STORE_ROLLBACK_TO);
     txn(fx, STORE_COMMIT);
     struct job *g = NULL;
@@ -1563,7 +1569,7 @@ test_reader_sees_committed_writes(void **state)
     int64_t other;
     bool ex;
     assert_int_equal(ops->txn(r, STORE_BEGIN), 0);
-    assert_int_equal(ops->submit(r, &sp, T0, &other, &ex), -EROFS);
+    assert_int_equal(ops->submit(r, &sp, 1, T0, &other, &ex), -EROFS);
     assert_int_equal(ops->txn(r, STORE_ROLLBACK), 0);
     ops->close(r);
 }
@@ -1584,7 +1590,7 @@ test_wal_stays_bounded_with_open_reader(void **state)
         for (int i = 0; i < 500; i++) {
             int64_t id;
             bool ex;
-            assert_int_equal(ops->submit(fx->c, &sp, T0, &id, &ex), 0);
+            assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &id, &ex), 0);
         }
         txn(fx, STORE_COMMIT);
         /* The long-lived reader reads between writes. */

@@ -136,6 +136,12 @@
  * enough that 64 concurrent submitters share one fsync, small enough that a
  * burst does not hold every requester behind one huge COMMIT. */
 #define JOBQ_STORE_BATCH_MAX_REQS 1024
+/* After a group commit of several requests, the writer waits at most
+ * this long (us) for those requesters to send their next request, so
+ * concurrent submitters share one fsync instead of splitting into two
+ * alternating halves. A lone submitter never waits: the wait ends when
+ * everyone is back. */
+#define JOBQ_STORE_GATHER_US 100
 /* Scheduled and retrying jobs made ready by one claim: keeps a claim O(K)
  * even when a million jobs fall due at once; the rest follow next claim. */
 #define JOBQ_STORE_PROMOTE_MAX 1000

@@ -63,6 +63,10 @@ struct store_opts {
     /* Checkpoint policy; 0: JOBQ_STORE_CHECKPOINT_COMMITS / _IDLE_MS. */
     int checkpoint_commits;
     int checkpoint_idle_ms;
+    /* How long the writer waits for the requesters of its last group to
+     * come back before it starts the next; 0: JOBQ_STORE_GATHER_US, < 0:
+     * never. */
+    int gather_us;
     /* Skip the integrity check at open (benchmarks reopening a database
      * they just built); the product always checks. */
     bool skip_check;
@@ -295,13 +299,19 @@ struct store_backend_ops {
     void (*close)(struct store_conn *c);
     int (*txn)(struct store_conn *c, enum store_txn op);
 
-    /* Writes (inside a transaction). */
-    int (*submit)(struct store_conn *c, const struct job_spec *spec, int64_t now, int64_t *id,
-                  bool *existed);
+    /* Writes (inside a transaction). Each operation is all or nothing
+     * unless it says otherwise. */
+    /* n specs; ids and existed hold n entries. */
+    int (*submit)(struct store_conn *c, const struct job_spec *specs, size_t n, int64_t now,
+                  int64_t *ids, bool *existed);
     int (*claim)(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs,
                  int *n);
     int (*set_pgid)(struct store_conn *c, int64_t id, int32_t attempt, int32_t pgid);
-    int (*complete)(struct store_conn *c, const struct store_completion *done, int64_t now);
+    /* n completions, each fenced on its own: rcs[i] is 0, -ESTALE or
+     * -EINVAL, and a refused one changes nothing. Returns 0, or a storage
+     * error that fails them all. */
+    int (*complete)(struct store_conn *c, const struct store_completion *done, size_t n,
+                    int64_t now, int *rcs);
     int (*cancel)(struct store_conn *c, struct store_who who, int64_t id, int64_t now,
                   bool *was_running, int32_t *attempt);
     int (*retry)(struct store_conn *c, struct store_who who, int64_t id, int64_t now);
