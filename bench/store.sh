@@ -1,0 +1,34 @@
+#!/bin/bash
+# store.sh — `make bench-store`: the store's figures (bench/store/front.c,
+# big.c) and, in the same run, on the same disk, the references they are
+# judged against (bench/store/raw.c): fsync latency and plain SQLite insert
+# rates with the store's pragmas and row shape. Prints "RESULT key value
+# unit" lines, then the ratios the issue's goals are stated in.
+#
+# The databases live under $JOBQ_BENCH_DIR (default: the build directory,
+# i.e. the disk jobqd's ./var would be on), about 200 MB, removed after.
+set -eu
+build=${JOBQ_BUILD:?run through bench/run.sh}
+base=${JOBQ_BENCH_DIR:-$build}
+dir=$(mktemp -d "$base/bench-store.XXXXXX")
+out=$(mktemp)
+trap 'rm -rf "$dir" "$out"' EXIT
+
+df -h "$dir" | awk 'NR == 2 { print "# disk: " $1 " mounted on " $6 }'
+for prog in raw front big; do
+    "$build/bench/store/$prog" "$dir" | tee -a "$out"
+    rm -f "$dir"/*
+done
+
+# The goals are ratios to the raw figures of this same run.
+awk '
+    $1 == "RESULT" { v[$2] = $3 }
+    END {
+        r("store.submit_rate", "raw.insert_batch64_rate", "store.submit_vs_raw_batch64")
+        r("store.batch_submit_rate", "raw.insert_batch1000_rate", "store.batch_vs_raw_batch1000")
+        r("store.submit_lat_p50_us", "raw.fsync_us", "store.submit_p50_vs_fsync")
+    }
+    function r(a, b, key) {
+        if ((a in v) && (b in v) && v[b] > 0)
+            printf "RESULT %s %.2f x\n", key, v[a] / v[b]
+    }' "$out"
