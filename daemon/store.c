@@ -108,31 +108,52 @@ mono_ns(void)
 
 /* ---- the writer -------------------------------------------------------- */
 
-static void
-fail_group(struct store_req *batch, int rc)
+/* A transaction under way: the requests it carries, in order. */
+struct group {
+    struct store_req *head, *tail;
+    uint64_t n;
+    int broken; /* a storage error: the whole group fails with it */
+};
+
+/* Takes up to max queued requests, in order. Called with mu held. */
+static struct store_req *
+take(struct store *st, uint64_t max, uint64_t *n)
 {
-    for (struct store_req *r = batch; r != NULL; r = r->next)
-        r->rc = rc;
+    struct store_req *batch = st->head, *last = st->head;
+
+    *n = 0;
+    if (batch == NULL || max == 0)
+        return NULL;
+    *n = 1;
+    while (last->next != NULL && *n < max) {
+        last = last->next;
+        ++*n;
+    }
+    st->head = last->next;
+    if (st->head == NULL)
+        st->tail = NULL;
+    st->qlen -= *n;
+    last->next = NULL;
+    return batch;
 }
 
-/* One group: BEGIN, each request in its savepoint, COMMIT. */
+/* Runs each request of batch in its own savepoint and adds it to g. */
 static void
-run_group(struct store *st, struct store_req *batch, uint64_t n)
+group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n)
 {
     const struct store_backend_ops *ops = st->ops;
-    int64_t t0;
-    int broken = 0, rc;
+    int rc;
 
-    if ((rc = ops->txn(st->w, STORE_BEGIN)) < 0) {
-        fail_group(batch, rc);
-        atomic_fetch_add(&st->commit_failures, 1);
-        return;
-    }
-    if (atomic_load(&st->max_queued) > 0 && (rc = ops->pending(st->w, &st->pending)) < 0)
-        broken = rc;
-    for (struct store_req *r = batch; r != NULL && !broken; r = r->next) {
+    if (g->tail != NULL)
+        g->tail->next = batch;
+    else
+        g->head = batch;
+    for (struct store_req *r = batch; r != NULL; r = r->next)
+        g->tail = r;
+    g->n += n;
+    for (struct store_req *r = batch; r != NULL && !g->broken; r = r->next) {
         if ((rc = ops->txn(st->w, STORE_SAVEPOINT)) < 0) {
-            broken = rc;
+            g->broken = rc;
             break;
         }
         r->rc = r->fn(st, st->w, r->arg);
@@ -140,32 +161,45 @@ run_group(struct store *st, struct store_req *batch, uint64_t n)
             /* A storage error may have rolled the transaction back under
              * us: then the earlier requests are gone too. */
             if (store_error_is_storage(r->rc))
-                broken = r->rc;
+                g->broken = r->rc;
             else if ((rc = ops->txn(st->w, STORE_ROLLBACK_TO)) < 0)
-                broken = store_error_is_storage(rc) ? rc : -EIO;
+                g->broken = store_error_is_storage(rc) ? rc : -EIO;
         } else if ((rc = ops->txn(st->w, STORE_RELEASE)) < 0) {
-            broken = rc;
+            g->broken = rc;
         }
     }
-    if (broken) {
-        ops->txn(st->w, STORE_ROLLBACK);
-        fail_group(batch, broken);
-        atomic_fetch_add(&st->commit_failures, 1);
-        return;
-    }
-    t0 = mono_ns();
-    if ((rc = ops->txn(st->w, STORE_COMMIT)) < 0) {
+}
+
+/* COMMIT (or ROLLBACK after a storage error), then every requester of the
+ * group learns its result, and only now. */
+static void
+group_end(struct store *st, struct group *g)
+{
+    struct store_req *r, *next;
+    int64_t t0 = mono_ns();
+    int rc = g->broken;
+
+    if (rc < 0)
+        st->ops->txn(st->w, STORE_ROLLBACK);
+    else
+        rc = st->ops->txn(st->w, STORE_COMMIT);
+    if (rc < 0) {
         /* Not on disk: nobody may be told otherwise. */
-        fail_group(batch, rc);
+        for (r = g->head; r != NULL; r = r->next)
+            r->rc = rc;
         atomic_fetch_add(&st->commit_failures, 1);
-        return;
+    } else {
+        atomic_fetch_add(&st->commit_ns, (uint64_t)(mono_ns() - t0));
+        atomic_fetch_add(&st->commits, 1);
+        atomic_fetch_add(&st->requests, g->n);
+        if (g->n > atomic_load(&st->max_group))
+            atomic_store(&st->max_group, g->n);
+        st->since_checkpoint++;
     }
-    atomic_fetch_add(&st->commit_ns, (uint64_t)(mono_ns() - t0));
-    atomic_fetch_add(&st->commits, 1);
-    atomic_fetch_add(&st->requests, n);
-    if (n > atomic_load(&st->max_group))
-        atomic_store(&st->max_group, n);
-    st->since_checkpoint++;
+    for (r = g->head; r != NULL; r = next) {
+        next = r->next; /* r is gone once its caller wakes */
+        wg_done(r->wg);
+    }
 }
 
 static void
@@ -208,35 +242,24 @@ wait_idle(struct store *st)
 }
 
 /*
- * After a group of n, wait a little for its requesters to come back before
- * starting the next: otherwise the writer alternates between two cohorts,
- * each committing while the other queues up, and groups stay half as big
- * as the number of concurrent requesters. The wait ends as soon as the
- * n are back (a lone sequential submitter never waits), or after
- * gather_us. Called with mu held.
+ * While the group is open and smaller than the last one, waits (at most
+ * until deadline) for more requests to run in it. The requesters of the
+ * last group are on their way back with their next request: committing
+ * without them would split concurrent submitters into two halves that take
+ * turns, each group half as big. A lone sequential submitter never waits:
+ * its group is already as big as the last. Called with mu held; returns
+ * with mu held and the queue non-empty, or false if the time is up.
  */
-static void
-gather(struct store *st, uint64_t n)
+static bool
+gather(struct store *st, const struct group *g, uint64_t target, const struct timespec *deadline)
 {
-    size_t target = st->qlen + (size_t)n;
-    struct timespec ts;
-
-    if (st->gather_ns <= 0 || st->qlen >= target)
-        return;
-    if (target > JOBQ_STORE_BATCH_MAX_REQS)
-        target = JOBQ_STORE_BATCH_MAX_REQS;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += st->gather_ns;
-    while (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    while (st->qlen < target && !st->stopping) {
-        st->gather_target = target;
-        if (pthread_cond_timedwait(&st->cv, &st->mu, &ts) == ETIMEDOUT)
+    while (st->head == NULL && !st->stopping) {
+        st->gather_target = 1;
+        if (pthread_cond_timedwait(&st->cv, &st->mu, deadline) == ETIMEDOUT)
             break;
     }
     st->gather_target = 0;
+    return st->head != NULL && g->n < target;
 }
 
 static void *
@@ -245,39 +268,53 @@ writer_main(void *arg)
     struct store *st = arg;
     uint64_t every = st->opts.checkpoint_commits > 0 ? (uint64_t)st->opts.checkpoint_commits
                                                      : JOBQ_STORE_CHECKPOINT_COMMITS;
+    uint64_t last_n = 0;
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        struct store_req *batch, *last, *r, *next;
-        uint64_t n = 1;
+        struct group g = {0};
+        struct store_req *batch;
+        struct timespec deadline;
+        uint64_t n, target;
+        int rc;
 
         while (st->head == NULL && !st->stopping)
             wait_idle(st);
         if (st->head == NULL)
             break; /* stopping, and everything is answered */
-        /* Everything pending, up to a bound that keeps one COMMIT short. */
-        batch = last = st->head;
-        while (last->next != NULL && n < JOBQ_STORE_BATCH_MAX_REQS) {
-            last = last->next;
-            n++;
-        }
-        st->head = last->next;
-        if (st->head == NULL)
-            st->tail = NULL;
-        st->qlen -= n;
-        last->next = NULL;
+        batch = take(st, JOBQ_STORE_BATCH_MAX_REQS, &n);
         pthread_mutex_unlock(&st->mu);
 
-        run_group(st, batch, n);
-        for (r = batch; r != NULL; r = next) {
-            next = r->next; /* r is gone once its caller wakes */
-            wg_done(r->wg);
+        if ((rc = st->ops->txn(st->w, STORE_BEGIN)) < 0)
+            g.broken = rc;
+        else if (atomic_load(&st->max_queued) > 0 &&
+                 (rc = st->ops->pending(st->w, &st->pending)) < 0)
+            g.broken = rc;
+        group_run(st, &g, batch, n);
+        /* Keep running arrivals in this transaction until the last
+         * group's requesters are back or gather_ns has passed. */
+        target = last_n < JOBQ_STORE_BATCH_MAX_REQS ? last_n : JOBQ_STORE_BATCH_MAX_REQS;
+        if (st->gather_ns > 0 && g.n < target && !g.broken) {
+            clock_gettime(CLOCK_MONOTONIC, &deadline);
+            deadline.tv_nsec += st->gather_ns;
+            while (deadline.tv_nsec >= 1000000000) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000;
+            }
+            pthread_mutex_lock(&st->mu);
+            while (!g.broken && gather(st, &g, target, &deadline)) {
+                batch = take(st, JOBQ_STORE_BATCH_MAX_REQS - g.n, &n);
+                pthread_mutex_unlock(&st->mu);
+                group_run(st, &g, batch, n);
+                pthread_mutex_lock(&st->mu);
+            }
+            pthread_mutex_unlock(&st->mu);
         }
+        group_end(st, &g);
+        last_n = g.n;
         if (st->since_checkpoint >= every)
             checkpoint(st);
         pthread_mutex_lock(&st->mu);
-        if (n > 1)
-            gather(st, n);
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
