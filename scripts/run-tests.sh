@@ -58,6 +58,7 @@ for t in "$JOBQ_BUILD"/tests/test_*; do
 done
 for t in "$JOBQ_SRC"/tests/integ/*.sh; do
     [ -f "$t" ] || continue
+    [ "$(basename "$t")" = lib.sh ] && continue # sourced by the others
     run_suite "integ/$(basename "$t" .sh)" bash "$t"
 done
 

@@ -1,0 +1,138 @@
+#!/bin/bash
+# verbs — every verb of jobq against a real jobqd, with its output and its
+# exit code as docs and `jobq --help` promise them.
+. "$(dirname "$0")/lib.sh"
+
+start_daemon --concurrency 4 || exit 1
+cd "$T" || exit 1
+
+# ping, version
+expect "ping answers pong" "pong" "$(jq ping)"
+case "$(jq version)" in
+*jobqd*) pass "version names the daemon's version" ;;
+*) fail "version names the daemon's version" "$(jq version)" ;;
+esac
+
+# submit prints the id alone; wait exits with the outcome
+id=$(jq submit -- echo hello)
+if [[ $id =~ ^[0-9]+$ ]]; then pass "submit prints the id alone"; else fail "submit prints the id alone" "'$id'"; fi
+jq wait "$id"
+expect "wait: succeeded job exits 0" 0 $?
+expect "logs: exact output" "hello" "$(jq logs "$id")"
+expect "show --json: state" succeeded "$(jq show --json "$id" | "$JGET" .state)"
+expect "show --json: exit_code" 0 "$(jq show --json "$id" | "$JGET" .exit_code)"
+expect "show --json: command" '["echo","hello"]' "$(jq show --json "$id" | "$JGET" .command)"
+expect "show --json: attempts" 1 "$(jq show --json "$id" | "$JGET" .attempts.#)"
+for f in id name queue state priority command attempt max_attempts timeout_ms deadline run_at \
+    created_at started_at finished_at exit_code error attempts; do
+    if ! jq show --json "$id" | "$JGET" ".$f" >/dev/null; then
+        fail "show --json has $f" "missing"
+        continue
+    fi
+done
+pass "show --json carries the contract's fields"
+
+id=$(jq submit -- sh -c 'echo out; echo err >&2; exit 3')
+jq wait "$id" 2>/dev/null
+expect "wait: exit status of a failed job" 3 $?
+expect "logs: stdout and stderr interleaved" "$(printf 'out\nerr')" "$(jq logs "$id")"
+
+jq submit --wait -- sh -c 'exit 7' >/dev/null 2>&1
+expect "submit --wait: exit status" 7 $?
+
+id=$(jq submit --timeout 300ms -- sleep 30)
+jq wait "$id" 2>/dev/null
+expect "wait: timeout exits 124" 124 $?
+expect "show: outcome timeout" timeout "$(jq show --json "$id" | "$JGET" .outcome)"
+
+id=$(jq submit -- sh -c 'kill -9 $$')
+jq wait "$id" 2>/dev/null
+expect "wait: killed by signal 9 exits 137" 137 $?
+
+id=$(jq submit -- /nonexistent/command)
+jq wait "$id" 2>/dev/null
+expect "wait: command not found exits 127" 127 $?
+
+id=$(jq submit -- sleep 30)
+wait_state "$id" running
+jq cancel "$id" >/dev/null
+jq wait "$id" 2>/dev/null
+expect "cancel running: wait exits 125" 125 $?
+expect "cancel running: state" canceled "$(state_of "$id")"
+
+# retry a failed job: it runs again
+id=$(jq submit -- sh -c 'test -e flag || { touch flag; exit 1; }')
+jq wait "$id" 2>/dev/null
+jq retry "$id" >/dev/null
+expect "retry: the exit code of the retried job" 0 "$(jq wait "$id" >/dev/null 2>&1; echo $?)"
+expect "retry: two attempts recorded" 2 "$(jq show --json "$id" | "$JGET" .attempts.#)"
+
+# attempts and backoff
+id=$(jq submit --attempts 3 --backoff 50ms -- false)
+jq wait "$id" 2>/dev/null
+expect "attempts: failed after 3" "failed 3" "$(state_of "$id") $(jq show --json "$id" | "$JGET" .attempt)"
+
+# unique keys
+a=$(jq submit --unique k1 -- true)
+b=$(jq submit --unique k1 -- true)
+expect "unique: same key returns the same id" "$a" "$b"
+
+# env and cwd
+mkdir -p "$T/wd"
+id=$(jq submit --env FOO=bar --cwd "$T/wd" -- sh -c 'echo $FOO; pwd')
+jq wait "$id"
+expect "env and cwd applied" "$(printf 'bar\n%s' "$T/wd")" "$(jq logs "$id")"
+
+# delay: scheduled first, then runs
+id=$(jq submit --delay 1s -- true)
+expect "delay: scheduled at first" scheduled "$(state_of "$id")"
+jq wait --timeout 10s "$id"
+expect "delay: runs when due" succeeded "$(state_of "$id")"
+
+# deadline in the past is refused with a usage-class code
+jq submit --deadline 2000-01-01T00:00:00Z -- true >/dev/null 2>&1
+expect "deadline in the past is refused (65)" 65 $?
+
+# list, its filters and --json
+out=$(jq list --state failed --limit 2 --json | "$JGET" .#)
+expect "list --state --limit --json" 2 "$out"
+if jq list | head -1 | grep -q '^ID  *STATE'; then pass "list prints a table"; else fail "list prints a table" "$(jq list | head -1)"; fi
+
+# pause and resume a queue
+jq pause q1 >/dev/null
+id=$(jq submit --queue q1 -- true)
+sleep 0.3
+expect "pause: a paused queue does not dispatch" queued "$(state_of "$id")"
+jq resume q1 >/dev/null
+wait_state "$id" succeeded 10
+expect "resume: the queue dispatches again" succeeded "$(state_of "$id")"
+
+# batch submit: one id per line
+printf '{"command":["true"]}\n{"command":["echo","b"],"name":"two"}\n' >"$T/batch.ndjson"
+n=$(jq submit --batch "$T/batch.ndjson" | wc -l)
+expect "submit --batch prints one id per line" 2 "$n"
+
+# stats
+if jq stats --json | "$JGET" .states.succeeded >/dev/null; then pass "stats --json"; else fail "stats --json" "no states"; fi
+
+# purge
+before=$(jq list --state canceled --json | "$JGET" .#)
+jq purge --state canceled >/dev/null
+expect "purge: canceled jobs are gone" "1 0" "$before $(jq list --state canceled --json | "$JGET" .#)"
+
+# exit codes of client-side errors
+jq show 999999 >/dev/null 2>&1
+expect "unknown job exits 66" 66 $?
+jq frobnicate >/dev/null 2>&1
+expect "usage error exits 64" 64 $?
+"$JOBQ" --socket "$T/nowhere.sock" ping >/dev/null 2>&1
+expect "unreachable daemon exits 69" 69 $?
+msg=$("$JOBQ" --socket "$T/nowhere.sock" ping 2>&1 >/dev/null)
+case "$msg" in
+"jobq: cannot reach jobqd at $T/nowhere.sock"*) pass "unreachable: one actionable line" ;;
+*) fail "unreachable: one actionable line" "$msg" ;;
+esac
+
+stop_daemon TERM
+expect "SIGTERM: jobqd exits 0" 0 "$DAEMON_STATUS"
+finish
