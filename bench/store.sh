@@ -27,6 +27,8 @@ awk '
         r("store.submit_rate", "raw.insert_batch64_rate", "store.submit_vs_raw_batch64")
         r("store.batch_submit_rate", "raw.insert_batch1000_rate", "store.batch_vs_raw_batch1000")
         r("store.submit_lat_p50_us", "raw.fsync_us", "store.submit_p50_vs_fsync")
+        r("store.submit_rate", "raw.insert_batch64_indexed_rate", "store.submit_vs_raw_batch64_indexed")
+        r("store.batch_submit_rate", "raw.insert_batch1000_indexed_rate", "store.batch_vs_raw_batch1000_indexed")
     }
     function r(a, b, key) {
         if ((a in v) && (b in v) && v[b] > 0)
