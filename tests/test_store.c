@@ -2028,6 +2028,69 @@ test_front_open_refuses_damaged_file_with_reason(void **state)
     assert_non_null(strstr(why, "not an SQLite database"));
 }
 
+static void
+test_front_idle_writer_checkpoints_wal(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    struct store_stats st;
+    store_free(fx->st);
+    fx->st = NULL;
+    fx->opts.checkpoint_idle_ms = 50;
+    front_open(fx);
+    for (int i = 0; i < 20; i++)
+        front_submit(fx, &sp);
+    /* Poll with a deadline: the writer checkpoints once idle for 50 ms. */
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(store_stats(fx->st, admin, &st), 0);
+        uint64_t n = st.checkpoints;
+        store_stats_free(&st);
+        if (n > 0)
+            break;
+        usleep(10 * 1000);
+    }
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    print_message("FIGURE idle checkpoint: %" PRIu64 " checkpoints, wal %" PRId64 " bytes\n",
+                  st.checkpoints, st.wal_bytes);
+    assert_true(st.checkpoints >= 1);
+    store_stats_free(&st);
+}
+
+static void
+test_storage_error_during_claim_leaves_counts_consistent(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec specs[10];
+    int64_t ids[10];
+    char why[256];
+    for (int i = 0; i < 10; i++)
+        specs[i] = spec_q(i % 2 ? "a" : "b", i);
+    assert_int_equal(store_submit_batch(fx->st, specs, 10, ids, NULL, why, sizeof(why)), 0);
+    struct job *j[10];
+    int n = -1;
+    /* Every write fails: the claim's group rolls back entirely. */
+    fx->point = STORE_FAULT_WRITE;
+    fx->fail_at = 1;
+    fx->sticky = true;
+    fx->err = -ENOSPC;
+    int rc = store_claim(fx->st, job_now_ms(), 10, j, &n);
+    /* Small changes may fit in the page cache until COMMIT writes. */
+    assert_true(rc == -ENOSPC);
+    assert_int_equal(n, 0);
+    fx->fail_at = 0;
+    assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 10, j, &n), 0);
+    assert_int_equal(n, 10);
+    free_jobs(j, n);
+    assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
+    struct store_stats st;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_int_equal(st.count[JOB_RUNNING], 10);
+    assert_int_equal(st.count[JOB_QUEUED], 0);
+    assert_true(st.commit_failures >= 1);
+    store_stats_free(&st);
+}
+
 /* ---- a real full disk ---------------------------------------------------- */
 
 static void
@@ -2369,6 +2432,10 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_purge_reports_each_chunk, setup_front, teardown),
         cmocka_unit_test_setup_teardown(test_front_recovery_after_restart, setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_front_idle_writer_checkpoints_wal, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_storage_error_during_claim_leaves_counts_consistent,
+                                        setup_front, teardown),
         cmocka_unit_test_setup_teardown(test_front_open_refuses_damaged_file_with_reason,
                                         setup_closed, teardown),
         cmocka_unit_test_teardown(test_disk_full_fails_writes_keeps_reads_and_recovers, teardown),
