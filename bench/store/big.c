@@ -147,8 +147,7 @@ big_main(void *arg)
     /* A daemon with RUNNING jobs running is killed: their attempts stay
      * open (closing the store writes nothing more than a kill would). */
     for (int left = RUNNING; left > 0; left -= n) {
-        if ((rc = store_claim(st, job_now_ms(), left < 1024 ? left : 1024, jobs, &n)) < 0 ||
-            n == 0)
+        if ((rc = store_claim(st, job_now_ms(), left < 1024 ? left : 1024, jobs, &n)) < 0 || n == 0)
             bench_die("claim", rc < 0 ? rc : -EIO, NULL);
         for (int i = 0; i < n; i++)
             job_free(jobs[i]);
