@@ -86,6 +86,35 @@
 #define JOBQ_LOG_CAP_BYTES (10 * 1024 * 1024)
 /* Between SIGTERM to a job's process group and SIGKILL. */
 #define JOBQ_KILL_GRACE_MS 5000
+/* After a job's group is killed: how long exec waits for the capture pipe
+ * to reach end-of-file and for the group to be gone before it gives up on
+ * whatever escaped and still holds the pipe. Exited group members close
+ * the pipe at once; only an escapee (setsid, new session) can hold it. */
+#define JOBQ_EXEC_DRAIN_MS 1000
+/* Read size of the log copier, allocated on the first output only (most
+ * jobs print nothing): one read drains a full pipe (64 KiB on Linux). */
+#define JOBQ_EXEC_COPY_BUF_BYTES (64 * 1024)
+/* Stack of the clone child between clone and execve: raw system calls
+ * only, a few frames; it lives on the helper thread's own stack. */
+#define JOBQ_EXEC_CHILD_STACK_BYTES (32 * 1024)
+/* At a job's end, pids allocated since its start are probed on the
+ * scheduler thread (getsid, one cheap call each) to find processes that
+ * left its group; a job that ran longer than JOBQ_EXEC_PROBE_MAX_MS or saw
+ * more pids than JOBQ_EXEC_PROBE_MAX_PIDS allocated (the range might have
+ * wrapped) gets a full /proc scan on a helper thread instead. */
+#define JOBQ_EXEC_PROBE_MAX_PIDS 1024
+#define JOBQ_EXEC_PROBE_MAX_MS 1000
+/* Unattributed processes found by that probe whose environment is read
+ * (on a helper thread) for the job's marker; more means a full scan. */
+#define JOBQ_EXEC_PROBE_CANDIDATES 64
+/* Rounds of kill-and-rescan at a job's end: a process forking as fast as
+ * it can while being killed is caught within a few. */
+#define JOBQ_EXEC_SWEEP_ROUNDS 8
+/* At start-up, how long exec_kill_leftovers waits for a crashed daemon's
+ * SIGKILLed jobs to be gone (a process in uninterruptible sleep, e.g. on a
+ * dead NFS server, can take long), and how often it looks. */
+#define JOBQ_EXEC_LEFTOVER_WAIT_MS 10000
+#define JOBQ_EXEC_LEFTOVER_POLL_MS 5
 
 /* ---- logging ---------------------------------------------------------- */
 
