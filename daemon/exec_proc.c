@@ -91,16 +91,18 @@ marker_entry(struct marker *m, const char *e, size_t len)
 }
 
 /* 1 with *id if pid's environment carries instance's marker, 0 if not,
- * -errno if it cannot be read (gone, or another user's: not a job of
- * ours then, since jobs of a non-root daemon run as its uid). Streams the
- * file: an environment may be megabytes; entries longer than the buffer
- * cannot be a marker and are skipped. */
+ * -EAGAIN if it has none to read (between execve's switch to the new
+ * memory and its copy of the environment; or a zombie), -errno if it
+ * cannot be read (gone, or another user's: not a job of ours then, since
+ * jobs of a non-root daemon run as its uid). Streams the file: an
+ * environment may be megabytes; entries longer than the buffer cannot be
+ * a marker and are skipped. */
 static int
 proc_marker(pid_t pid, const char *instance, int64_t *id)
 {
     struct marker m = {.instance = instance, .ilen = strlen(instance)};
     char path[64], buf[8192];
-    size_t have = 0;
+    size_t have = 0, total = 0;
     bool skipping = false;
     int fd, rc = 0;
 
@@ -121,6 +123,7 @@ proc_marker(pid_t pid, const char *instance, int64_t *id)
                 marker_entry(&m, buf, have);
             break;
         }
+        total += (size_t)n;
         have += (size_t)n;
         for (size_t i = 0; i < have; i++) {
             if (buf[i] != '\0')
@@ -141,6 +144,8 @@ proc_marker(pid_t pid, const char *instance, int64_t *id)
     if (m.inst_ok && m.id_seen) {
         *id = m.id;
         rc = 1;
+    } else if (total == 0) {
+        rc = -EAGAIN;
     }
 out:
     close(fd);
@@ -309,10 +314,11 @@ exec_children_orphan_waiting(struct exec_children *c)
     siginfo_t si;
 
     si.si_pid = 0;
-    if (c == NULL || waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) < 0)
+    if (c == NULL || waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
         return false;
-    /* A registered leader's zombie may hide others behind it: look. */
-    return si.si_pid != 0;
+    /* A leader between its exit and its reap may hide an orphan behind
+     * it; that one is left to the next pass (SIGCHLD, the next job). */
+    return si.si_pid != 0 && !has_leader(c, si.si_pid);
 }
 
 int
@@ -396,7 +402,8 @@ classify(const struct exec_sweep *sw, pid_t p, pid_t self_sid)
         return V_SKIP;
     /* Our own threads and our session's processes are never a job's: jobs
      * start in sessions of their own. */
-    if ((s = getsid(p)) < 0 || s == self_sid)
+    /* Session 0: kernel threads. */
+    if ((s = getsid(p)) <= 0 || s == self_sid)
         return V_SKIP;
     if (leader > 0 && s == leader)
         return V_KILL;
@@ -476,15 +483,26 @@ exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms)
     sw->upto = last;
 }
 
+/* Pids whose environment was empty when looked at: asked again once. */
+struct again {
+    int n;
+    pid_t pid[JOBQ_EXEC_PROBE_CANDIDATES];
+};
+
 static int
-sweep_one(struct exec_sweep *sw, pid_t p, enum verdict v)
+sweep_one(struct exec_sweep *sw, pid_t p, enum verdict v, struct again *ag)
 {
     int64_t id;
+    int rc;
 
     if (v == V_KILL)
         return kill_proc(p);
-    if (v == V_CHECK && proc_marker(p, sw->instance, &id) == 1 && id == sw->id)
+    if (v != V_CHECK)
+        return 0;
+    if ((rc = proc_marker(p, sw->instance, &id)) == 1 && id == sw->id)
         return kill_proc(p);
+    if (rc == -EAGAIN && ag != NULL && ag->n < JOBQ_EXEC_PROBE_CANDIDATES)
+        ag->pid[ag->n++] = p;
     return 0;
 }
 
@@ -492,12 +510,13 @@ int
 exec_sweep_check(void *arg)
 {
     struct exec_sweep *sw = arg;
+    struct again ag = {0};
     pid_t self_sid = getsid(0);
     int killed = 0;
 
     if (!sw->full) {
         for (int i = 0; i < sw->ncand; i++)
-            killed += sweep_one(sw, sw->cand[i], V_CHECK);
+            killed += sweep_one(sw, sw->cand[i], V_CHECK, &ag);
     } else {
         DIR *d = opendir("/proc");
         struct dirent *e;
@@ -508,9 +527,16 @@ exec_sweep_check(void *arg)
             long p = strtol(e->d_name, &end, 10);
             if (*end != '\0' || p <= 0)
                 continue;
-            killed += sweep_one(sw, (pid_t)p, classify(sw, (pid_t)p, self_sid));
+            killed += sweep_one(sw, (pid_t)p, classify(sw, (pid_t)p, self_sid), &ag);
         }
         closedir(d);
+    }
+    /* Caught in the middle of an execve: its environment is there a few
+     * microseconds later. */
+    if (ag.n > 0) {
+        usleep(1000);
+        for (int i = 0; i < ag.n; i++)
+            killed += sweep_one(sw, ag.pid[i], V_CHECK, NULL);
     }
     sw->killed += killed;
     return killed;
@@ -556,15 +582,17 @@ struct scan {
 };
 
 /* Every live process but ours, with the job whose marker it carries (if
- * that job is one of ids). */
+ * that job is one of ids). *unsure counts those whose environment could
+ * not be seen yet (in the middle of an execve): worth another look. */
 static int
-scan_procs(struct scan *sc, const char *instance, const int64_t *ids, size_t nids)
+scan_procs(struct scan *sc, const char *instance, const int64_t *ids, size_t nids, int *unsure)
 {
     DIR *d = opendir("/proc");
     struct dirent *e;
     pid_t self = getpid();
 
     sc->n = 0;
+    *unsure = 0;
     if (d == NULL)
         return -errno;
     while ((e = readdir(d)) != NULL) {
@@ -577,11 +605,21 @@ scan_procs(struct scan *sc, const char *instance, const int64_t *ids, size_t nid
             continue;
         /* A zombie has released everything (locks, files): it no longer
          * runs, whoever reaps it. */
-        if (proc_stat((pid_t)p, &state, &pgid, &sid) < 0 || state == 'Z' || state == 'X')
+        if (proc_stat((pid_t)p, &state, &pgid, &sid) < 0 || state == 'Z' || state == 'X' ||
+            sid <= 0)
             continue;
-        if (proc_marker((pid_t)p, instance, &id) != 1 ||
-            bsearch(&id, ids, nids, sizeof(*ids), cmp_i64) == NULL)
+        switch (proc_marker((pid_t)p, instance, &id)) {
+        case 1:
+            if (bsearch(&id, ids, nids, sizeof(*ids), cmp_i64) == NULL)
+                id = -1;
+            break;
+        case -EAGAIN:
+            (*unsure)++;
             id = -1;
+            break;
+        default:
+            id = -1;
+        }
         if (sc->n == sc->cap) {
             size_t cap = sc->cap ? sc->cap * 2 : 256;
             struct seen *v = realloc(sc->v, cap * sizeof(*v));
@@ -640,11 +678,12 @@ exec_kill_leftovers(const struct exec_opts *o, const struct store_running *r, si
     }
     qsort(ids, nids, sizeof(*ids), cmp_i64);
     deadline = rt_now_ns() + (int64_t)JOBQ_EXEC_LEFTOVER_WAIT_MS * 1000000;
-    for (;;) {
+    for (bool looked_again = false;;) {
         size_t alive = 0;
         const struct seen *last = NULL;
+        int unsure;
 
-        if ((rc = scan_procs(&sc, instance, ids, nids)) < 0)
+        if ((rc = scan_procs(&sc, instance, ids, nids, &unsure)) < 0)
             goto out;
         for (size_t i = 0; i < sc.n; i++) {
             struct seen *s = &sc.v[i];
@@ -673,11 +712,16 @@ exec_kill_leftovers(const struct exec_opts *o, const struct store_running *r, si
             }
             done[ndone++] = s->pid;
         }
-        if (alive == 0) {
+        /* Nothing marked left. A process seen without an environment was
+         * in the middle of an execve (or started with an empty one):
+         * one more look settles it. */
+        if (alive == 0 && (unsure == 0 || looked_again)) {
             rc = 0;
             break;
         }
-        if (rt_now_ns() >= deadline) {
+        if (alive == 0)
+            looked_again = true;
+        else if (rt_now_ns() >= deadline) {
             snprintf(why, whylen,
                      "%zu process(es) of a previous run still alive %d ms after SIGKILL "
                      "(pid %d, pgid %d): uninterruptible sleep?",

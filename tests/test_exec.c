@@ -112,6 +112,7 @@ struct run {
     int64_t timeout_ns;      /* 0: no deadline */
     int64_t cancel_after_ns; /* 0: not canceled */
     bool cancel_first;       /* cancel before exec_run starts */
+    int started_rc;          /* what on_started returns */
     int rc;
     struct exec_result res;
     int started_calls, outputs;
@@ -140,7 +141,7 @@ on_started(void *arg, pid_t pgid)
     r->started_calls++;
     r->started_pgid = pgid;
     r->group_existed = kill(-pgid, 0) == 0;
-    return 0;
+    return r->started_rc;
 }
 
 static void
@@ -323,6 +324,31 @@ test_output_interleaved_exactly(void **state)
     assert_int_equal(r.res.output_bytes, 20);
     assert_false(r.res.log_truncated);
     assert_true(r.res.finished_at >= r.res.started_at && r.res.started_at > 0);
+}
+
+static void
+test_large_output_captured_exactly(void **state)
+{
+    struct fx *fx = *state;
+    char *argv[] = {"seq", "1", "200000", NULL};
+    size_t len = 0, got;
+    char *want = malloc(2 * 1024 * 1024), *log = malloc(2 * 1024 * 1024);
+    struct run r;
+
+    assert_non_null(want);
+    assert_non_null(log);
+    for (int i = 1; i <= 200000; i++)
+        len += (size_t)sprintf(want + len, "%d\n", i);
+    job_init(&r, fx, 7, argv);
+    run(&r);
+    assert_int_equal(r.res.outcome, OUTCOME_SUCCEEDED);
+    got = read_log(fx, 7, 1, log, 2 * 1024 * 1024);
+    assert_int_equal(got, len);
+    assert_true(memcmp(log, want, len) == 0);
+    assert_int_equal(r.res.log_bytes, (int64_t)len);
+    assert_false(r.res.log_truncated);
+    free(want);
+    free(log);
 }
 
 static void
@@ -746,6 +772,46 @@ test_sigterm_ignored_gets_sigkill_after_grace(void **state)
 }
 
 static void
+test_stop_lets_the_job_handle_sigterm(void **state)
+{
+    struct fx *fx = *state;
+    /* The whole group gets SIGTERM: the shell's trap runs (its sleep dies
+     * of it too, which ends the wait), and the job exits on its terms. */
+    char *argv[] = {"sh", "-c", "trap 'echo cleaning up; exit 0' TERM; echo up; sleep 100 & wait",
+                    NULL};
+    char log[64];
+    struct run r;
+
+    job_init(&r, fx, 34, argv);
+    r.timeout_ns = 300 * MS;
+    run(&r);
+    assert_int_equal(r.res.stopped, RT_EDEADLINE);
+    assert_int_equal(r.res.outcome, OUTCOME_SUCCEEDED);
+    assert_int_equal(r.res.exit_code, 0);
+    assert_true(r.elapsed_ns < 1500 * MS);
+    read_log(fx, 34, 1, log, sizeof(log));
+    assert_string_equal(log, "up\ncleaning up\n");
+}
+
+static void
+test_on_started_failure_kills_the_job(void **state)
+{
+    struct fx *fx = *state;
+    char *argv[] = {"sleep", "100", NULL};
+    struct run r;
+
+    job_init(&r, fx, 35, argv);
+    r.started_rc = -EIO;
+    run(&r);
+    assert_int_equal(r.rc, -EIO);
+    assert_int_equal(r.started_calls, 1);
+    assert_int_equal(r.res.signal, SIGKILL);
+    assert_true(r.elapsed_ns < 1500 * MS);
+    assert_int_equal(kill(-r.res.pgid, 0), -1);
+    assert_int_equal(errno, ESRCH);
+}
+
+static void
 test_cancel_stops_running_job(void **state)
 {
     struct fx *fx = *state;
@@ -1020,24 +1086,25 @@ group_size(pid_t pgid)
     return n;
 }
 
-/* Until pid runs `sleep` (it has exec'd, and its environment is the one
- * we gave it). */
+/* Until pid runs `sleep` with its arguments and environment in place
+ * (comm changes earlier in an execve, before they are copied). */
 static void
 wait_exec(pid_t pid)
 {
-    char path[64], comm[64] = "";
-    for (int i = 0; i < 2000 && strcmp(comm, "sleep\n") != 0; i++) {
+    char path[64], cmd[64] = "";
+    for (int i = 0; i < 2000 && strcmp(cmd, "sleep") != 0; i++) {
         FILE *f;
-        snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        cmd[0] = '\0';
         if ((f = fopen(path, "r")) != NULL) {
-            if (fgets(comm, sizeof(comm), f) == NULL)
-                comm[0] = '\0';
+            size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
+            cmd[n] = '\0'; /* the first argument ends at its NUL */
             fclose(f);
         }
-        if (strcmp(comm, "sleep\n") != 0)
+        if (strcmp(cmd, "sleep") != 0)
             usleep(1000);
     }
-    assert_string_equal(comm, "sleep\n");
+    assert_string_equal(cmd, "sleep");
 }
 
 static void
@@ -1228,6 +1295,7 @@ main(void)
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         T(test_output_interleaved_exactly),
+        T(test_large_output_captured_exactly),
         T(test_no_output_creates_no_log),
         T(test_log_cap_truncates_with_marker),
         T(test_log_write_error_keeps_job_running),
@@ -1248,6 +1316,8 @@ main(void)
         T(test_job_runs_in_its_own_session),
         T(test_timeout_kills_whole_tree),
         T(test_sigterm_ignored_gets_sigkill_after_grace),
+        T(test_stop_lets_the_job_handle_sigterm),
+        T(test_on_started_failure_kills_the_job),
         T(test_cancel_stops_running_job),
         T(test_context_done_before_start_runs_nothing),
         T(test_background_straggler_killed_when_leader_exits),
