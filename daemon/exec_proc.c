@@ -351,6 +351,9 @@ exec_children_reap(struct exec_children *c)
         if (got <= 0)
             continue;
         buf[got] = '\0';
+        /* A cut-off last number is no pid: drop it. */
+        if ((size_t)got == sizeof(buf) - 1 && (p = strrchr(buf, ' ')) != NULL)
+            *p = '\0';
         for (p = buf;; p = end) {
             siginfo_t si;
             long pid = strtol(p, &end, 10);
