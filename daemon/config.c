@@ -27,6 +27,7 @@ enum config_type {
     CONFIG_STRING,
     CONFIG_PATH,     /* made absolute */
     CONFIG_INT,      /* int, within [min, max] */
+    CONFIG_MODE,     /* int, a file mode in octal (0660), within [min, max] */
     CONFIG_BOOL,     /* true/false/yes/no/on/off/1/0 */
     CONFIG_DURATION, /* int64_t ms, within [min, max] */
     CONFIG_SIZE,     /* int64_t bytes, within [min, max] */
@@ -91,6 +92,10 @@ static const struct config_key keys[] = {
      "where the database (jobq.db), the socket and the job output logs (logs/) live", NULL},
     {"socket", CONFIG_PATH, OFF(socket), "", 0, 0, KEY_EMPTY, "PATH",
      "Unix socket the jobq client connects to; empty: STATE_DIR/jobq.sock", check_socket},
+    {"socket-mode", CONFIG_MODE, OFF(socket_mode), "0660", 0, 0777, 0, "MODE",
+     "permissions of the socket jobqd creates, in octal: who may connect at all. Any uid that "
+     "can connect sees and controls only its own jobs, except root and jobqd's own uid",
+     NULL},
     {"threads", CONFIG_INT, OFF(threads), NULL, 1, JOBQ_THREADS_MAX, 0, "N",
      "scheduler threads; the default is the number of CPUs this process may use (CPU affinity, "
      "capped by the cgroup CPU quota)",
@@ -671,6 +676,18 @@ key_set(struct config *cfg, const struct config_key *k, const char *s, const cha
             return rc;
         *(int *)f = (int)v;
         break;
+    case CONFIG_MODE: {
+        char *end;
+        errno = 0;
+        v = strtoll(s, &end, 8);
+        if (*s == '\0' || *end != '\0' || errno != 0 || v < k->min || v > k->max) {
+            snprintf(why, whylen, "bad mode \"%s\": expected octal from 0 to 0777, like 0660",
+                     shown(s, sb, sizeof(sb)));
+            return -EINVAL;
+        }
+        *(int *)f = (int)v;
+        break;
+    }
     case CONFIG_BOOL:
         if ((rc = parse_bool(s, &b, why, whylen)) < 0)
             return rc;
@@ -1503,6 +1520,9 @@ sb_field(struct sbuf *b, const struct config *cfg, const struct config_key *k)
     case CONFIG_INT:
         sb_printf(b, "%d", *(const int *)f);
         break;
+    case CONFIG_MODE:
+        sb_printf(b, "%04o", (unsigned)*(const int *)f);
+        break;
     case CONFIG_BOOL:
         sb_printf(b, "%s", *(const bool *)f ? "true" : "false");
         break;
@@ -1571,6 +1591,7 @@ field_eq(const struct config *a, const struct config *b, const struct config_key
     case CONFIG_PATH:
         return str_eq(*(char *const *)fa, *(char *const *)fb);
     case CONFIG_INT:
+    case CONFIG_MODE:
         return *(const int *)fa == *(const int *)fb;
     case CONFIG_BOOL:
         return *(const bool *)fa == *(const bool *)fb;

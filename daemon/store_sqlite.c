@@ -456,6 +456,7 @@ struct deltas {
 struct store_conn {
     sqlite3 *db;
     enum store_role role;
+    int busy_ms; /* the connection's busy timeout, restored after maintain */
     char *path;
     int (*fault)(void *arg, enum store_fault_point point);
     void *fault_arg;
@@ -860,6 +861,7 @@ sq_open(const struct store_opts *opts, enum store_role role, struct store_conn *
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, busy);
+    c->busy_ms = busy;
     if (role == STORE_WRITER) {
         snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
                  (long long)JOBQ_STORE_WAL_LIMIT_BYTES);
@@ -2141,7 +2143,13 @@ sq_maintain(struct store_conn *c)
     /* RESTART waits (busy_timeout) for readers to leave the old WAL, then
      * makes the next writer start it from the beginning: with readers that
      * never hold a transaction between calls, the WAL stays bounded. */
+    /* Without a busy timeout: the writer must not sit in here for
+     * busy_timeout while requests queue behind it because a reader is in
+     * the middle of a long read. A busy RESTART is retried at the next idle
+     * moment; meanwhile SQLite's own passive checkpoints keep copying. */
+    sqlite3_busy_timeout(c->db, 0);
     src = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_RESTART, &log, &done);
+    sqlite3_busy_timeout(c->db, c->busy_ms);
     if (src == SQLITE_BUSY)
         return -EAGAIN;
     return sq_rc(src);

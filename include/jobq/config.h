@@ -71,6 +71,7 @@ struct config {
     char *config_file;         /* config: absolute path, NULL = no file */
     char *state_dir;           /* state-dir: absolute */
     char *socket;              /* socket: absolute; STATE_DIR/jobq.sock unless set */
+    int socket_mode;           /* socket-mode: permissions of the socket file */
     int threads;               /* threads */
     int concurrency;           /* concurrency: live */
     int max_queued;            /* max-queued: live */

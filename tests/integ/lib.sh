@@ -39,12 +39,24 @@ kill_jobs() {
     done
 }
 
+# Sanitizer builds report into jobqd's log: any report fails the script.
+check_sanitizers() {
+    if [ -f "$T/jobqd.log" ] &&
+        grep -qE 'ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:' \
+            "$T/jobqd.log"; then
+        fail "no sanitizer report in jobqd's log" \
+            "$(grep -m1 -E 'Sanitizer|runtime error:' "$T/jobqd.log")"
+        grep -A30 -m1 -E 'Sanitizer|runtime error:' "$T/jobqd.log"
+    fi
+}
+
 cleanup() {
     if [ -n "$DAEMON_PID" ]; then
         kill -9 "$DAEMON_PID" 2>/dev/null
         wait "$DAEMON_PID" 2>/dev/null
     fi
     kill_jobs
+    check_sanitizers
     if [ "$FAILURES" -gt 0 ] && [ -f "$T/jobqd.log" ]; then
         echo "--- last lines of jobqd's log:"
         tail -n 30 "$T/jobqd.log"
@@ -64,13 +76,14 @@ skip() { echo "SKIP: $1: $2"; }
 # jq ARGS...: the real client on this test's daemon.
 jq() { "$JOBQ" --socket "$SOCK" "$@"; }
 
-# until_ok SECONDS CMD...: polls CMD every 20 ms until it succeeds or the
-# deadline passes. Returns CMD's last status.
+# until_ok SECONDS 'SHELL CONDITION': evaluates the condition (a string,
+# so $(...) in it runs again each time) every 20 ms until it holds or the
+# deadline passes. Returns 1 on timeout.
 until_ok() {
     local limit=$1 end
     shift
     end=$(($(date +%s%N) + limit * 1000000000))
-    while ! "$@" >/dev/null 2>&1; do
+    while ! eval "$*" >/dev/null 2>&1; do
         if [ "$(date +%s%N)" -gt "$end" ]; then
             return 1
         fi
@@ -84,7 +97,7 @@ until_ok() {
 start_daemon() {
     "$JOBQD" --state-dir "$STATE" --foreground --log-level debug "$@" >>"$T/jobqd.log" 2>&1 &
     DAEMON_PID=$!
-    if ! until_ok 10 jq ping; then
+    if ! until_ok 10 'jq ping'; then
         echo "jobqd did not become ready; its log:" >&2
         tail -n 20 "$T/jobqd.log" >&2
         return 1
@@ -108,7 +121,7 @@ stop_daemon() {
 state_of() { jq show --json "$1" 2>/dev/null | "$JGET" .state; }
 
 # wait_state ID STATE [SECONDS]
-wait_state() { until_ok "${3:-10}" test "$(state_of "$1")" = "$2"; }
+wait_state() { until_ok "${3:-10}" "test \"\$(state_of $1)\" = $2"; }
 
 # expect NAME WANT GOT: a PASS/FAIL line comparing two strings.
 expect() {

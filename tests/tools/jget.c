@@ -40,8 +40,9 @@ slurp(FILE *f)
 int
 main(int argc, char **argv)
 {
-    char *text, *path, *tok, *save = NULL;
-    cJSON *root, *cur;
+    char *text = NULL, *path = NULL, *tok, *save = NULL;
+    cJSON *root = NULL, *cur;
+    int rc = 1;
 
     if (argc != 2 || argv[1][0] != '.') {
         fprintf(stderr, "usage: jget .path.to.member < json\n");
@@ -49,7 +50,8 @@ main(int argc, char **argv)
     }
     if ((text = slurp(stdin)) == NULL || (root = cJSON_Parse(text)) == NULL) {
         fprintf(stderr, "jget: stdin is not JSON\n");
-        return 2;
+        rc = 2;
+        goto out;
     }
     cur = root;
     path = strdup(argv[1] + 1);
@@ -57,9 +59,10 @@ main(int argc, char **argv)
          tok = strtok_r(NULL, ".", &save)) {
         if (strcmp(tok, "#") == 0) {
             if (!cJSON_IsArray(cur) && !cJSON_IsObject(cur))
-                return 1;
+                goto out;
             printf("%d\n", cJSON_GetArraySize(cur));
-            return 0;
+            rc = 0;
+            goto out;
         }
         if (cJSON_IsArray(cur))
             cur = cJSON_GetArrayItem(cur, atoi(tok));
@@ -67,7 +70,7 @@ main(int argc, char **argv)
             cur = cJSON_GetObjectItemCaseSensitive(cur, tok);
     }
     if (cur == NULL)
-        return 1;
+        goto out;
     if (cJSON_IsString(cur))
         printf("%s\n", cur->valuestring);
     else if (cJSON_IsNumber(cur) && cur->valuedouble == floor(cur->valuedouble) &&
@@ -78,8 +81,10 @@ main(int argc, char **argv)
         printf("%s\n", s);
         free(s);
     }
+    rc = 0;
+out:
     free(path);
     cJSON_Delete(root);
     free(text);
-    return 0;
+    return rc;
 }

@@ -1,0 +1,445 @@
+/*
+ * main — jobqd's life: read the configuration, take the state directory,
+ * open the store, kill and recover what a crashed predecessor left, start
+ * the runtime, the dispatcher and the server, serve until SIGTERM/SIGINT,
+ * then drain and free everything in reverse order. SIGHUP reloads the
+ * configuration and reopens the log file.
+ *
+ * Exit status: 0 after a clean drain (or --help/--version), 1 when the
+ * daemon cannot start or run (a message says why), 2 for a usage or
+ * configuration error, 3 when the database is refused (corrupt, not a
+ * jobq database, or from a newer jobqd; it is never modified), 4 when
+ * another jobqd already uses the state directory or the socket.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "jobq/config.h"
+#include "jobq/dispatch.h"
+#include "jobq/events.h"
+#include "jobq/exec.h"
+#include "jobq/log.h"
+#include "jobq/metrics.h"
+#include "jobq/runtime.h"
+#include "jobq/server.h"
+#include "jobq/store.h"
+
+extern char **environ;
+
+enum exit_status {
+    EXIT_RUN = 1,
+    EXIT_CONFIG = 2,
+    EXIT_STORE = 3,
+    EXIT_BUSY = 4,
+};
+
+/* Configs replaced by SIGHUP stay alive until exit: request handlers may
+ * still be reading the old one, and a reload is rare. */
+struct retired {
+    struct config *cfg;
+    struct retired *next;
+};
+
+struct run {
+    struct daemon *d;
+    int sigfd;
+    int ready_fd; /* the parent of a detaching daemon waits on it; -1 */
+    struct retired *retired;
+};
+
+static void
+rt_log(void *arg, enum rt_log_level level, const char *msg)
+{
+    (void)arg;
+    log_emit((enum log_level)level, "runtime", " msg=%s", log_q(msg));
+}
+
+static const char *
+default_state_dir(char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+    if (geteuid() == 0)
+        return "/var/lib/jobq";
+    if (xdg != NULL && xdg[0] == '/')
+        snprintf(buf, len, "%s/jobq", xdg);
+    else if (home != NULL && home[0] == '/')
+        snprintf(buf, len, "%s/.local/state/jobq", home);
+    else
+        return "/var/lib/jobq";
+    return buf;
+}
+
+/* mkdir -p with mode for the directories it creates. */
+static int
+mkdirs(const char *path, mode_t mode)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* One jobqd per state directory, for its whole life: the lock is held by
+ * the open descriptor and released by the kernel even on kill -9. */
+static int
+lock_state_dir(const char *dir, int *fd_out)
+{
+    char path[PATH_MAX], pid[32];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/jobqd.lock", dir);
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        close(fd);
+        return rc;
+    }
+    snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == 0)
+        (void)!pwrite(fd, pid, strlen(pid), 0);
+    *fd_out = fd;
+    return 0;
+}
+
+/* Forks so the shell gets its prompt back once the daemon serves; the
+ * parent exits with the child's start-up verdict. Before any thread. */
+static int
+detach(int *ready_fd)
+{
+    int p[2];
+    pid_t pid;
+    char verdict = 1;
+
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -errno;
+    if ((pid = fork()) < 0)
+        return -errno;
+    if (pid > 0) {
+        close(p[1]);
+        if (read(p[0], &verdict, 1) != 1)
+            verdict = EXIT_RUN; /* died before it was ready */
+        _exit(verdict);
+    }
+    close(p[0]);
+    setsid();
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        close(null);
+    }
+    *ready_fd = p[1];
+    return 0;
+}
+
+static void
+ready(struct run *r, char verdict)
+{
+    if (r->ready_fd >= 0) {
+        (void)!write(r->ready_fd, &verdict, 1);
+        close(r->ready_fd);
+        r->ready_fd = -1;
+    }
+}
+
+static void
+apply_queue_limits(struct daemon *d, const struct config *old, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->queues.n; i++) {
+        int rc =
+            store_queue_set_limit(d->store, cfg->queues.v[i].name, cfg->queues.v[i].concurrency);
+        if (rc < 0)
+            log_error("config.queue_failed", "queue=%s err=%s", log_q(cfg->queues.v[i].name),
+                      log_q(strerror(-rc)));
+    }
+    /* A queue dropped from the configuration loses its limit. */
+    for (size_t i = 0; old != NULL && i < old->queues.n; i++) {
+        bool kept = false;
+        for (size_t k = 0; k < cfg->queues.n && !kept; k++)
+            kept = strcmp(old->queues.v[i].name, cfg->queues.v[k].name) == 0;
+        if (!kept)
+            store_queue_set_limit(d->store, old->queues.v[i].name, 0);
+    }
+}
+
+static void
+reload(struct run *r)
+{
+    struct daemon *d = r->d;
+    struct config *cfg = NULL, *old = d->cfg;
+    char why[512], live[512], restart[512];
+    struct retired *t;
+    int rc;
+
+    if ((rc = config_reload(old, &cfg, why, sizeof(why))) < 0) {
+        log_error("config.reload_failed", "err=%s", log_q(why));
+        return;
+    }
+    config_diff(old, cfg, live, sizeof(live), restart, sizeof(restart));
+    log_set_level(cfg->log_level);
+    log_set_format(cfg->log_format);
+    if ((old->log_file == NULL) != (cfg->log_file == NULL) ||
+        (cfg->log_file != NULL && strcmp(old->log_file, cfg->log_file) != 0))
+        rc = log_open_file(cfg->log_file);
+    else
+        rc = log_reopen();
+    if (rc < 0)
+        log_error("log.reopen_failed", "err=%s", log_q(strerror(-rc)));
+    dispatch_set_concurrency(d->dispatch, cfg->concurrency);
+    store_set_max_queued(d->store, cfg->max_queued);
+    apply_queue_limits(d, old, cfg);
+    if ((t = malloc(sizeof(*t))) == NULL) {
+        config_free(cfg);
+        return;
+    }
+    t->cfg = old;
+    t->next = r->retired;
+    r->retired = t;
+    d->cfg = cfg;
+    log_info("config.reload", "applied=%s needs_restart=%s", log_q(live), log_q(restart));
+}
+
+static void
+serve(void *arg)
+{
+    struct run *r = arg;
+    struct daemon *d = r->d;
+    struct signalfd_siginfo si;
+    int64_t grace;
+
+    coro_spawn(d->rt, "dispatch", dispatch_main, d->dispatch);
+    coro_spawn(d->rt, "accept", server_main, d->server);
+    log_info("jobqd.ready", "version=%s socket=%s state_dir=%s threads=%d concurrency=%d pid=%ld",
+             JOBQ_VERSION, log_q(server_path(d->server)), log_q(d->cfg->state_dir),
+             rt_threads(d->rt), d->cfg->concurrency, (long)getpid());
+    ready(r, 0);
+    for (;;) {
+        if (coro_wait_fd(r->sigfd, CORO_READ, NULL, RT_FOREVER) < 0)
+            continue;
+        if (read(r->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+            continue;
+        if (si.ssi_signo == SIGHUP) {
+            reload(r);
+            continue;
+        }
+        break;
+    }
+    grace = d->cfg->shutdown_grace_ms;
+    log_info("jobqd.drain", "signal=%s running=%d grace_ms=%" PRId64,
+             sigabbrev_np((int)si.ssi_signo) ? sigabbrev_np((int)si.ssi_signo) : "?",
+             dispatch_running(d->dispatch), grace);
+    atomic_store(&d->draining, true);
+    server_stop(d->server);
+    events_notify_all(d->events); /* held waits answer shutting_down */
+    dispatch_stop(d->dispatch, grace);
+    server_close_all(d->server);
+}
+
+/* Kills what a crashed predecessor left running and re-queues its jobs.
+ * Before anything serves: a job must never run twice at once. */
+static int
+recover(struct daemon *d)
+{
+    struct store_running *left = NULL;
+    size_t n = 0;
+    int64_t retrying = 0, failed = 0;
+    int killed = 0, rc;
+    char why[256] = "";
+
+    if ((rc = store_recover_list(d->store, &left, &n)) < 0)
+        return rc;
+    if (n > 0 && (rc = exec_kill_leftovers(&d->exec, left, n, &killed, why, sizeof(why))) < 0) {
+        log_error("recover.kill_failed", "err=%s", log_q(why[0] ? why : strerror(-rc)));
+        free(left);
+        return rc;
+    }
+    free(left);
+    if ((rc = store_recover(d->store, job_now_ms(), &retrying, &failed)) < 0)
+        return rc;
+    if (n > 0)
+        log_warn("recover",
+                 "interrupted=%zu processes_killed=%d retrying=%" PRId64 " failed=%" PRId64, n,
+                 killed, retrying, failed);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct daemon d = {.uid = geteuid()};
+    struct run r = {.d = &d, .sigfd = -1, .ready_fd = -1};
+    struct config_defaults defs;
+    char why[1024], dirbuf[PATH_MAX];
+    struct store_opts so = {0};
+    struct rt_opts ro = {0};
+    sigset_t sigs;
+    int lock_fd = -1, status = EXIT_RUN, rc;
+
+    signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill us */
+    defs.threads = rt_cpu_count(NULL);
+    defs.state_dir = default_state_dir(dirbuf, sizeof(dirbuf));
+    if (config_new(&defs, &d.cfg) < 0) {
+        fprintf(stderr, "jobqd: out of memory\n");
+        return EXIT_RUN;
+    }
+    if (config_load(d.cfg, argc, argv, environ, why, sizeof(why)) < 0) {
+        fprintf(stderr, "jobqd: %s\n(see jobqd --help)\n", why);
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    if (d.cfg->help) {
+        char *usage = NULL;
+        if (config_usage(&defs, &usage) == 0)
+            printf("Usage: jobqd [OPTION]...\nThe jobq daemon: runs jobs submitted with jobq.\n\n"
+                   "%s\nExit status: 0 clean stop, 1 cannot start or run, 2 usage or "
+                   "configuration error,\n3 database refused (corrupt or foreign), 4 another "
+                   "jobqd uses the state directory.\n",
+                   usage);
+        free(usage);
+        status = 0;
+        goto out;
+    }
+    if (d.cfg->version) {
+        printf("jobqd %s (%s)\n", JOBQ_VERSION, JOBQ_GIT_REV);
+        status = 0;
+        goto out;
+    }
+    log_set_level(d.cfg->log_level);
+    log_set_format(d.cfg->log_format);
+    if (d.cfg->log_file != NULL && (rc = log_open_file(d.cfg->log_file)) < 0) {
+        fprintf(stderr, "jobqd: cannot open log file %s: %s\n", d.cfg->log_file, strerror(-rc));
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    log_route_libevent();
+    log_route_sqlite();
+
+    /* The state directory: others may traverse it to reach the socket,
+     * not list it; the logs below are the daemon's alone. */
+    snprintf(d.log_dir, sizeof(d.log_dir), "%s/logs", d.cfg->state_dir);
+    snprintf(d.db_path, sizeof(d.db_path), "%s/jobq.db", d.cfg->state_dir);
+    if ((rc = mkdirs(d.cfg->state_dir, 0711)) < 0 || (rc = mkdirs(d.log_dir, 0700)) < 0) {
+        log_error("jobqd.state_dir", "path=%s err=%s", log_q(d.cfg->state_dir),
+                  log_q(strerror(-rc)));
+        fprintf(stderr, "jobqd: cannot create %s: %s\n", d.cfg->state_dir, strerror(-rc));
+        goto out;
+    }
+    if ((rc = lock_state_dir(d.cfg->state_dir, &lock_fd)) < 0) {
+        fprintf(stderr, "jobqd: %s\n",
+                rc == -EBUSY ? "another jobqd is already running on this state directory"
+                             : strerror(-rc));
+        fprintf(stderr, "jobqd: state directory %s\n", d.cfg->state_dir);
+        status = rc == -EBUSY ? EXIT_BUSY : EXIT_RUN;
+        goto out;
+    }
+    if (!d.cfg->foreground && (rc = detach(&r.ready_fd)) < 0) {
+        fprintf(stderr, "jobqd: cannot detach: %s\n", strerror(-rc));
+        goto out;
+    }
+
+    /* Signals arrive through a signalfd read by a coroutine; block them
+     * before any thread exists so every thread inherits the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if ((r.sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+        fprintf(stderr, "jobqd: signalfd: %s\n", strerror(errno));
+        goto out;
+    }
+
+    d.exec.log_dir = d.log_dir;
+    d.exec.log_cap_bytes = d.cfg->log_cap_bytes;
+    d.exec.kill_grace_ms = d.cfg->kill_grace_ms;
+    d.exec.instance = d.db_path;
+    d.exec.as_submitter = d.uid == 0;
+    d.started_ms = job_now_ms();
+
+    /* The database is the daemon's alone (jobs of other users must not
+     * read it): create it 0600, and SQLite gives its -wal and -shm files
+     * the same mode. An empty file is a new database to SQLite. */
+    {
+        int fd = open(d.db_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0) {
+            (void)!fchmod(fd, 0600);
+            close(fd);
+        }
+    }
+    so.path = d.db_path;
+    so.max_queued = d.cfg->max_queued;
+    if ((rc = store_new(&so, &d.store, why, sizeof(why))) < 0) {
+        log_error("store.open_failed", "path=%s err=%s", log_q(d.db_path), log_q(why));
+        fprintf(stderr, "jobqd: cannot open the store %s: %s\n", d.db_path,
+                why[0] ? why : strerror(-rc));
+        status = rc == -EINVAL ? EXIT_STORE : EXIT_RUN;
+        goto out;
+    }
+    if ((rc = recover(&d)) < 0) {
+        fprintf(stderr, "jobqd: recovery failed: %s\n", strerror(-rc));
+        goto out;
+    }
+    apply_queue_limits(&d, NULL, d.cfg);
+
+    ro.threads = d.cfg->threads;
+    ro.log = rt_log;
+    if ((rc = rt_new(&ro, &d.rt)) < 0 || (rc = events_new(&d.events)) < 0 ||
+        (rc = metrics_new(&d.metrics)) < 0 || (rc = dispatch_new(&d, &d.dispatch)) < 0) {
+        fprintf(stderr, "jobqd: cannot start: %s\n", strerror(-rc));
+        goto out;
+    }
+    if ((rc = server_new(&d, &d.server, why, sizeof(why))) < 0) {
+        fprintf(stderr, "jobqd: %s\n", why[0] ? why : strerror(-rc));
+        status = rc == -EADDRINUSE ? EXIT_BUSY : EXIT_RUN;
+        goto out;
+    }
+    if ((rc = rt_run(d.rt, "main", serve, &r)) < 0) {
+        fprintf(stderr, "jobqd: %s\n", strerror(-rc));
+        goto out;
+    }
+    status = 0;
+    log_info("jobqd.stop", "uptime_ms=%" PRId64, job_now_ms() - d.started_ms);
+out:
+    ready(&r, (char)status);
+    server_free(d.server);
+    if (d.rt != NULL && rt_free(d.rt) != 0 && status == 0)
+        log_error("jobqd.leak", "coroutines left at exit");
+    dispatch_free(d.dispatch);
+    metrics_free(d.metrics);
+    events_free(d.events);
+    store_free(d.store);
+    if (r.sigfd >= 0)
+        close(r.sigfd);
+    if (lock_fd >= 0)
+        close(lock_fd);
+    while (r.retired != NULL) {
+        struct retired *t = r.retired;
+        r.retired = t->next;
+        config_free(t->cfg);
+        free(t);
+    }
+    config_free(d.cfg);
+    return status;
+}

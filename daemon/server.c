@@ -1,0 +1,571 @@
+/*
+ * server — connections on the Unix socket.
+ *
+ * Each connection is a reader coroutine that frames lines and hands each
+ * to a request coroutine of its own (at most JOBQ_CONN_INFLIGHT_MAX at
+ * once: a full pool parks the reader, which is the backpressure), so a
+ * client that pipelines submits gets them committed together and a slow
+ * `wait` does not hold back the requests after it. Replies are written
+ * whole under a per-connection mutex.
+ *
+ * Limits: a line over JOBQ_REQUEST_MAX_BYTES, or a partial line that
+ * stalls past --request-timeout, gets an error line and the connection is
+ * closed; an idle connection (no partial line) may stay forever. Past the
+ * connection cap a new connection gets one error line and is closed. None
+ * of this ever stops the server for others.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "jobq/limits.h"
+#include "jobq/log.h"
+#include "jobq/proto.h"
+#include "jobq/rpc.h"
+#include "jobq/runtime.h"
+#include "jobq/server.h"
+
+/* Read buffer of a connection with data pending; it grows up to the
+ * message limit and is freed again whenever no partial line is left, so an
+ * idle connection costs no buffer (thousands of idle clients are normal). */
+#define CONN_BUF_BYTES (4 * 1024)
+/* When a burst of this many connections has drained away, hand the freed
+ * heap back to the system: "memory returns to baseline". */
+#define TRIM_AFTER_CONNS 64
+/* A reply the client does not read within this long closes the
+ * connection: its requests must not pin the daemon's memory. */
+#define WRITE_TIMEOUT_NS (30 * 1000000000LL)
+/* After a client's EOF, how often to look whether it closed entirely
+ * (then its held requests are abandoned) or only its writing half. */
+#define HUP_CHECK_NS (500 * 1000000LL)
+/* Accept errors such as EMFILE: pause instead of spinning. */
+#define ACCEPT_PAUSE_NS (50 * 1000000LL)
+/* systemd's first passed fd (sd_listen_fds(3)). */
+#define LISTEN_FDS_START 3
+
+struct conn {
+    struct server *s;
+    int fd;
+    struct rpc_peer peer;
+    struct ctx *ctx;
+    struct coro_pool *reqs;
+    struct coro_mutex *wlock;
+    atomic_bool broken; /* a write failed: nobody reads replies any more */
+    char *buf;
+    size_t len, cap;
+};
+
+struct server {
+    struct daemon *d;
+    int fd;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    bool created;           /* we made the socket file (and remove it) */
+    struct ctx *accept_ctx; /* ends the accept loop */
+    struct ctx *ctx;        /* parent of every connection's context */
+    struct wg *conns;
+    struct wg *loop_done;
+    atomic_int nconns;
+    atomic_int peak; /* most connections since the last trim */
+    atomic_bool stopping;
+};
+
+/* ---- the listening socket --------------------------------------------- */
+
+static bool
+inherited_socket(int *fd)
+{
+    const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
+    int type = 0;
+    socklen_t len = sizeof(type);
+    struct sockaddr_un sa;
+    socklen_t salen = sizeof(sa);
+
+    if (pid == NULL || n == NULL || atol(pid) != (long)getpid() || atoi(n) < 1)
+        return false;
+    if (getsockopt(LISTEN_FDS_START, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
+        getsockname(LISTEN_FDS_START, (struct sockaddr *)&sa, &salen) < 0 ||
+        sa.sun_family != AF_UNIX)
+        return false;
+    /* Not inherited by jobs: they must not accept our clients. */
+    fcntl(LISTEN_FDS_START, F_SETFD, FD_CLOEXEC);
+    fcntl(LISTEN_FDS_START, F_SETFL, fcntl(LISTEN_FDS_START, F_GETFL) | O_NONBLOCK);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    *fd = LISTEN_FDS_START;
+    return true;
+}
+
+/* Is a daemon listening at path? 1 yes, 0 no (stale), <0 cannot tell. */
+static int
+live_socket(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), rc;
+
+    if (fd < 0)
+        return -errno;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    rc = rc == 0 ? 1 : (errno == ECONNREFUSED ? 0 : -errno);
+    close(fd);
+    return rc;
+}
+
+static int
+listen_path(struct server *s, const char *path, mode_t mode, char *why, size_t whylen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    int fd = -1, rc;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(why, whylen, "socket path %s is longer than %zu bytes", path,
+                 sizeof(sa.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(why, whylen, "%s exists and is not a socket; refusing to replace it", path);
+            return -EEXIST;
+        }
+        if ((rc = live_socket(path)) == 1) {
+            snprintf(why, whylen, "another jobqd is listening on %s", path);
+            return -EADDRINUSE;
+        }
+        if (rc < 0) {
+            snprintf(why, whylen, "cannot tell whether %s is in use: %s", path, strerror(-rc));
+            return rc;
+        }
+        unlink(path); /* stale: its daemon is gone */
+    }
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+        goto fail;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        goto fail;
+    /* Mode before listen(): nobody can connect until it is right. */
+    if (chmod(path, mode) < 0 || listen(fd, SOMAXCONN) < 0) {
+        rc = -errno;
+        unlink(path);
+        close(fd);
+        snprintf(why, whylen, "cannot listen on %s: %s", path, strerror(-rc));
+        return rc;
+    }
+    s->fd = fd;
+    s->created = true;
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    return 0;
+fail:
+    rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    snprintf(why, whylen, "cannot listen on %s: %s", path, strerror(-rc));
+    return rc;
+}
+
+int
+server_new(struct daemon *d, struct server **out, char *why, size_t whylen)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (s == NULL)
+        return -ENOMEM;
+    s->d = d;
+    s->fd = -1;
+    if ((rc = ctx_new(NULL, &s->ctx)) < 0 || (rc = ctx_new(NULL, &s->accept_ctx)) < 0 ||
+        (rc = wg_new(&s->conns)) < 0 || (rc = wg_new(&s->loop_done)) < 0)
+        goto fail;
+    if (inherited_socket(&s->fd)) {
+        struct sockaddr_un sa;
+        socklen_t len = sizeof(sa);
+        if (getsockname(s->fd, (struct sockaddr *)&sa, &len) == 0 && len > sizeof(sa_family_t))
+            snprintf(s->path, sizeof(s->path), "%s", sa.sun_path);
+    } else if ((rc = listen_path(s, d->cfg->socket, (mode_t)d->cfg->socket_mode, why, whylen)) <
+               0) {
+        goto fail;
+    }
+    wg_add(s->loop_done, 1);
+    *out = s;
+    return 0;
+fail:
+    server_free(s);
+    return rc;
+}
+
+void
+server_free(struct server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->created)
+        unlink(s->path);
+    ctx_free(s->ctx);
+    ctx_free(s->accept_ctx);
+    wg_free(s->conns);
+    wg_free(s->loop_done);
+    free(s);
+}
+
+int
+server_connections(struct server *s)
+{
+    return s ? atomic_load(&s->nconns) : 0;
+}
+
+const char *
+server_path(struct server *s)
+{
+    return s->path;
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+/* Writes all of buf; on any failure marks the connection broken and shuts
+ * it down, which also wakes its reader. */
+static void
+conn_write(struct conn *c, const char *buf, size_t len)
+{
+    size_t off = 0;
+
+    coro_mutex_lock(c->wlock, NULL);
+    while (off < len && !atomic_load(&c->broken)) {
+        ssize_t n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        /* No context: replies must still go out while the daemon drains. */
+        if (n < 0 && errno == EAGAIN && coro_wait_fd(c->fd, CORO_WRITE, NULL, WRITE_TIMEOUT_NS) > 0)
+            continue;
+        atomic_store(&c->broken, true);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    coro_mutex_unlock(c->wlock);
+}
+
+static void
+conn_error(struct conn *c, int code, const char *message, const char *key, int64_t value)
+{
+    char *line = rpc_error_line(code, message, key, value);
+    if (line != NULL) {
+        conn_write(c, line, strlen(line));
+        free(line);
+    }
+}
+
+/* ---- requests --------------------------------------------------------- */
+
+struct req {
+    struct conn *c;
+    size_t len;
+    char line[];
+};
+
+static void
+req_main(void *arg)
+{
+    struct req *r = arg;
+    struct conn *c = r->c;
+    bool oom = false;
+    char *reply = rpc_handle(c->s->d, &c->peer, r->line, r->len, &oom);
+
+    if (oom)
+        log_error("request.oom", "uid=%u len=%zu", (unsigned)c->peer.uid, r->len);
+    if (reply != NULL) {
+        conn_write(c, reply, strlen(reply));
+        free(reply);
+    }
+    free(r);
+}
+
+/* Hands one line to a request coroutine; parks while the connection has
+ * JOBQ_CONN_INFLIGHT_MAX in flight. */
+static int
+dispatch_line(struct conn *c, const char *line, size_t len)
+{
+    struct req *r;
+    int rc;
+
+    if (len > 0 && line[len - 1] == '\r')
+        len--; /* CRLF clients */
+    if (strspn(line, " \t") >= len)
+        return 0; /* blank lines are ignored */
+    if ((r = malloc(sizeof(*r) + len + 1)) == NULL)
+        return -ENOMEM;
+    r->c = c;
+    r->len = len;
+    memcpy(r->line, line, len);
+    r->line[len] = '\0';
+    if ((rc = coro_pool_spawn(c->reqs, c->ctx, 0, "request", req_main, r)) < 0)
+        free(r);
+    return rc;
+}
+
+/* ---- one connection --------------------------------------------------- */
+
+/* Processes every complete line in the buffer; returns 0, or -E2BIG when
+ * an unterminated line is over the limit. */
+static int
+frame(struct conn *c)
+{
+    size_t start = 0;
+    char *nl;
+
+    while ((nl = memchr(c->buf + start, '\n', c->len - start)) != NULL) {
+        size_t len = (size_t)(nl - (c->buf + start));
+        if (len > JOBQ_REQUEST_MAX_BYTES)
+            return -E2BIG;
+        if (dispatch_line(c, c->buf + start, len) < 0)
+            return -ECANCELED;
+        start += len + 1;
+    }
+    memmove(c->buf, c->buf + start, c->len - start);
+    c->len -= start;
+    return c->len > JOBQ_REQUEST_MAX_BYTES ? -E2BIG : 0;
+}
+
+static int
+grow(struct conn *c)
+{
+    size_t cap;
+    char *b;
+    if (c->buf == NULL) {
+        if ((c->buf = malloc(CONN_BUF_BYTES)) == NULL)
+            return -ENOMEM;
+        c->cap = CONN_BUF_BYTES;
+        return 0;
+    }
+    if (c->len < c->cap)
+        return 0;
+    cap = c->cap * 2;
+    if (cap > JOBQ_REQUEST_MAX_BYTES + 2)
+        cap = JOBQ_REQUEST_MAX_BYTES + 2; /* one byte past the limit tells "too large" */
+    if (cap <= c->cap)
+        return -E2BIG;
+    if ((b = realloc(c->buf, cap)) == NULL)
+        return -ENOMEM;
+    c->buf = b;
+    c->cap = cap;
+    return 0;
+}
+
+/* After the client's EOF: answer what is in flight. A client that only
+ * shut its writing half still reads; one that closed entirely gets its
+ * held requests (a `wait`) abandoned. */
+static void
+finish_inflight(struct conn *c)
+{
+    while (coro_pool_drain(c->reqs, NULL, HUP_CHECK_NS) != 0) {
+        struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+        if (atomic_load(&c->broken) || (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))))
+            ctx_cancel(c->ctx);
+    }
+}
+
+static int
+trim_heap(void *arg)
+{
+    (void)arg;
+    malloc_trim(0);
+    return 0;
+}
+
+static void
+conn_main(void *arg)
+{
+    struct conn *c = arg;
+    struct server *s = c->s;
+    int64_t partial_since = 0, timeout_ns = s->d->cfg->request_timeout_ms * 1000000;
+    int rc = 0;
+
+    for (;;) {
+        ssize_t n;
+        if ((rc = grow(c)) < 0)
+            break;
+        n = read(c->fd, c->buf + c->len, c->cap - c->len);
+        if (n > 0) {
+            c->len += (size_t)n;
+            if ((rc = frame(c)) < 0)
+                break;
+            partial_since = c->len > 0 ? (partial_since ? partial_since : rt_now_ns()) : 0;
+            if (c->len == 0) {
+                free(c->buf); /* idle again: hold no buffer */
+                c->buf = NULL;
+                c->cap = 0;
+            }
+            continue;
+        }
+        if (n == 0) {
+            rc = 0; /* EOF */
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN) {
+            rc = -errno;
+            break;
+        }
+        int64_t wait = RT_FOREVER;
+        if (partial_since != 0) {
+            wait = partial_since + timeout_ns - rt_now_ns();
+            if (wait <= 0) {
+                rc = -ETIMEDOUT;
+                break;
+            }
+        }
+        rc = coro_wait_fd(c->fd, CORO_READ, c->ctx, wait);
+        if (rc == RT_ETIMEDOUT) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        if (rc < 0)
+            break;
+    }
+    if (rc == -E2BIG) {
+        log_warn("conn.too_large", "uid=%u pid=%d", (unsigned)c->peer.uid, (int)c->peer.pid);
+        conn_error(c, PROTO_TOO_LARGE, "message too large; closing the connection", "limit",
+                   JOBQ_REQUEST_MAX_BYTES);
+    } else if (rc == -ETIMEDOUT) {
+        log_warn("conn.request_timeout", "uid=%u pid=%d", (unsigned)c->peer.uid, (int)c->peer.pid);
+        conn_error(c, PROTO_REQUEST_TIMEOUT, "message stalled mid-line; closing the connection",
+                   "timeout_ms", s->d->cfg->request_timeout_ms);
+    }
+    if (rc == -E2BIG || rc == -ETIMEDOUT)
+        ctx_cancel(c->ctx); /* its pending requests die with it */
+    finish_inflight(c);
+
+    close(c->fd);
+    ctx_free(c->ctx);
+    coro_pool_free(c->reqs);
+    coro_mutex_free(c->wlock);
+    free(c->buf);
+    free(c);
+    if (atomic_fetch_sub(&s->nconns, 1) == 1 && atomic_exchange(&s->peak, 0) >= TRIM_AFTER_CONNS)
+        rt_blocking(NULL, trim_heap, NULL);
+    wg_done(s->conns);
+}
+
+/* Past the cap: one error line, written without blocking, then close. */
+static void
+refuse(struct server *s, int fd)
+{
+    char *line = rpc_error_line(PROTO_TOO_MANY_CONNECTIONS, "too many connections; try again later",
+                                "limit", s->d->cfg->max_connections);
+    if (line != NULL) {
+        (void)!send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+        free(line);
+    }
+    close(fd);
+}
+
+static void
+accept_one(struct server *s, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    struct conn *c;
+    struct daemon *d = s->d;
+
+    if (atomic_load(&s->nconns) >= d->cfg->max_connections) {
+        log_warn("conn.refused", "reason=cap limit=%d", d->cfg->max_connections);
+        refuse(s, fd);
+        return;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+        (c = calloc(1, sizeof(*c))) == NULL) {
+        close(fd);
+        return;
+    }
+    c->s = s;
+    c->fd = fd;
+    c->peer.uid = cred.uid;
+    c->peer.gid = cred.gid;
+    c->peer.pid = cred.pid;
+    c->peer.admin = cred.uid == 0 || cred.uid == d->uid;
+    if (ctx_new(s->ctx, &c->ctx) < 0 ||
+        coro_pool_new(d->rt, "request", JOBQ_CONN_INFLIGHT_MAX, &c->reqs) < 0 ||
+        coro_mutex_new(&c->wlock) < 0)
+        goto fail;
+    c->peer.ctx = c->ctx;
+    int now = atomic_fetch_add(&s->nconns, 1) + 1, peak = atomic_load(&s->peak);
+    while (now > peak && !atomic_compare_exchange_weak(&s->peak, &peak, now))
+        ;
+    wg_add(s->conns, 1);
+    if (coro_spawn(d->rt, "conn", conn_main, c) < 0) {
+        atomic_fetch_sub(&s->nconns, 1);
+        wg_done(s->conns);
+        goto fail;
+    }
+    return;
+fail:
+    close(fd);
+    ctx_free(c->ctx);
+    coro_pool_free(c->reqs);
+    coro_mutex_free(c->wlock);
+    free(c->buf);
+    free(c);
+}
+
+void
+server_main(void *arg)
+{
+    struct server *s = arg;
+
+    while (!atomic_load(&s->stopping)) {
+        int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accept_one(s, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN) {
+            if (coro_wait_fd(s->fd, CORO_READ, s->accept_ctx, RT_FOREVER) < 0)
+                break;
+            continue;
+        }
+        /* EMFILE, ENFILE, ENOBUFS: the backlog keeps the clients; pause so
+         * the loop does not spin while descriptors are short. */
+        log_warn("conn.accept_failed", "err=%s", log_q(strerror(errno)));
+        coro_sleep(s->accept_ctx, ACCEPT_PAUSE_NS);
+    }
+    wg_done(s->loop_done);
+}
+
+void
+server_stop(struct server *s)
+{
+    atomic_store(&s->stopping, true);
+    /* Connections keep being served until server_close_all: a client may
+     * still read while the jobs drain. */
+    ctx_cancel(s->accept_ctx);
+    wg_wait(s->loop_done, NULL, RT_FOREVER);
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
+void
+server_close_all(struct server *s)
+{
+    ctx_cancel(s->ctx);
+    wg_wait(s->conns, NULL, RT_FOREVER);
+}
