@@ -374,6 +374,11 @@ job_main(void *arg)
     log_info("job.start", "id=%" PRId64 " queue=%s attempt=%d", r->job->id,
              log_q(r->job->spec.queue ? r->job->spec.queue : "default"), r->attempt);
     rc = exec_run(&d->exec, r->job, r->attempt, r->ctx, on_started, on_output, r, &res);
+    /* The leader is reaped: its group number is free for anyone now, so
+     * the drain's kill_all must no longer use it. */
+    pthread_mutex_lock(&dp->lock);
+    r->pgid = 0;
+    pthread_mutex_unlock(&dp->lock);
     finish(r, rc, &res);
     table_del(dp, r);
     atomic_fetch_sub(&dp->running, 1);

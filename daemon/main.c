@@ -244,6 +244,13 @@ serve(void *arg)
             reload(r);
             continue;
         }
+        if (si.ssi_signo == SIGCHLD) {
+            /* An orphan a job left behind (we are their subreaper) exited
+             * while its job still runs; jobs' own leaders are waited for
+             * through their pidfds. */
+            exec_children_reap(d->exec.children);
+            continue;
+        }
         break;
     }
     grace = d->cfg->shutdown_grace_ms;
@@ -365,6 +372,7 @@ main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if ((r.sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
         fprintf(stderr, "jobqd: signalfd: %s\n", strerror(errno));
@@ -376,6 +384,10 @@ main(int argc, char **argv)
     d.exec.kill_grace_ms = d.cfg->kill_grace_ms;
     d.exec.instance = d.db_path;
     d.exec.as_submitter = d.uid == 0;
+    if ((rc = exec_children_new(&d.exec.children)) < 0) {
+        fprintf(stderr, "jobqd: cannot become the reaper of jobs' orphans: %s\n", strerror(-rc));
+        goto out;
+    }
     d.started_ms = job_now_ms();
 
     /* The database is the daemon's alone (jobs of other users must not
@@ -430,6 +442,7 @@ out:
     metrics_free(d.metrics);
     events_free(d.events);
     store_free(d.store);
+    exec_children_free(d.exec.children);
     if (r.sigfd >= 0)
         close(r.sigfd);
     if (lock_fd >= 0)
