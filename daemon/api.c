@@ -706,20 +706,6 @@ out:
 /* ---- cancel, retry ---------------------------------------------------- */
 
 static cJSON *
-entry_error(int code, const char *message, cJSON *data)
-{
-    cJSON *e = cJSON_CreateObject();
-    if (e == NULL) {
-        cJSON_Delete(data);
-        return NULL;
-    }
-    cJSON_AddNumberToObject(e, "code", code);
-    cJSON_AddStringToObject(e, "message", message);
-    cJSON_AddItemToObject(e, "data", data ? data : cJSON_CreateObject());
-    return e;
-}
-
-static cJSON *
 conflict_entry(struct api_call *c, int64_t id, const char *what)
 {
     struct job *j = NULL;
@@ -735,7 +721,7 @@ conflict_entry(struct api_call *c, int64_t id, const char *what)
         cJSON_AddStringToObject(data, "reason", what);
     }
     job_free(j);
-    return entry_error(PROTO_CONFLICT, msg, data);
+    return rpc_error_object(PROTO_CONFLICT, msg, data);
 }
 
 static cJSON *
@@ -788,7 +774,7 @@ per_id(struct api_call *c, const cJSON *params, bool cancel)
             if ((e = cJSON_CreateObject()) != NULL) {
                 cJSON_AddNumberToObject(e, "id", (double)ids[i]);
                 cJSON_AddItemToObject(e, "error",
-                                      entry_error(PROTO_NOT_FOUND, msg, data_id(ids[i])));
+                                      rpc_error_object(PROTO_NOT_FOUND, msg, data_id(ids[i])));
             }
         } else if (rc == -EALREADY || rc == -EBUSY) {
             if ((e = cJSON_CreateObject()) != NULL) {

@@ -104,8 +104,8 @@ rpc_check_text(const char *text, size_t len, char *why, size_t whylen)
     return 0;
 }
 
-static cJSON *
-error_obj(int code, const char *message, cJSON *data)
+cJSON *
+rpc_error_object(int code, const char *message, cJSON *data)
 {
     cJSON *e = cJSON_CreateObject();
     if (e == NULL) {
@@ -149,7 +149,7 @@ reply_error(const cJSON *id, int code, const char *message, const char *key, con
     cJSON *data = cJSON_CreateObject();
     if (data != NULL && key != NULL)
         cJSON_AddStringToObject(data, key, value);
-    return reply_obj(id, NULL, error_obj(code, message, data));
+    return reply_obj(id, NULL, rpc_error_object(code, message, data));
 }
 
 static bool
@@ -221,7 +221,7 @@ handle_one(struct daemon *d, const struct rpc_peer *peer, const cJSON *req, bool
         return NULL;
     }
     if (result == NULL)
-        reply = reply_obj(id, NULL, error_obj(call.code, call.message, call.data));
+        reply = reply_obj(id, NULL, rpc_error_object(call.code, call.message, call.data));
     else
         reply = reply_obj(id, result, NULL);
     if (reply == NULL)
@@ -302,7 +302,7 @@ rpc_error_line(int code, const char *message, const char *data_key, int64_t data
     char *out;
     if (data != NULL && data_key != NULL)
         cJSON_AddNumberToObject(data, data_key, (double)data_value);
-    reply = reply_obj(NULL, NULL, error_obj(code, message, data));
+    reply = reply_obj(NULL, NULL, rpc_error_object(code, message, data));
     if (reply == NULL)
         return NULL;
     out = print_line(reply);

@@ -58,6 +58,10 @@ api_fn api_find(const char *method);
 char *rpc_handle(struct daemon *d, const struct rpc_peer *peer, const char *line, size_t len,
                  bool *oom);
 
+/* A JSON-RPC error object {"code", "message", "data"}; takes data (NULL:
+ * {}). Returns owned (cJSON_Delete), NULL when memory runs out. */
+cJSON *rpc_error_object(int code, const char *message, cJSON *data);
+
 /* A connection-level error line ({"id": null}): too_large, request_timeout,
  * too_many_connections. Returns owned (free()). */
 char *rpc_error_line(int code, const char *message, const char *data_key, int64_t data_value);
