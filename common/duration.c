@@ -28,6 +28,35 @@ unit_ms(const char *u, size_t n)
 }
 
 int
+decimal_scan(const char **p, double max, double *v)
+{
+    const char *q = *p;
+    double scale = 1;
+    bool digits = false, dot = false;
+
+    *v = 0;
+    for (; isdigit((unsigned char)*q) || (*q == '.' && !dot); q++) {
+        if (*q == '.') {
+            dot = true;
+            continue;
+        }
+        digits = true;
+        if (dot) {
+            scale /= 10;
+            *v += (*q - '0') * scale;
+        } else {
+            *v = *v * 10 + (*q - '0');
+        }
+        if (*v > max)
+            return -ERANGE;
+    }
+    if (!digits)
+        return -EINVAL;
+    *p = q;
+    return 0;
+}
+
+int
 duration_parse_ms(const char *s, int64_t *ms, char *why, size_t whylen)
 {
     const char *p = s;
@@ -40,26 +69,10 @@ duration_parse_ms(const char *s, int64_t *ms, char *why, size_t whylen)
     }
     while (*p) {
         const char *unit;
-        double v = 0, scale = 1;
-        bool digits = false, dot = false;
+        double v;
         int64_t mul;
 
-        for (; isdigit((unsigned char)*p) || (*p == '.' && !dot); p++) {
-            if (*p == '.') {
-                dot = true;
-                continue;
-            }
-            digits = true;
-            if (dot) {
-                scale /= 10;
-                v += (*p - '0') * scale;
-            } else {
-                v = v * 10 + (*p - '0');
-            }
-            if (v > 1e15)
-                goto bad;
-        }
-        if (!digits)
+        if (decimal_scan(&p, 1e15, &v) < 0)
             goto bad;
         unit = p;
         while (isalpha((unsigned char)*p))

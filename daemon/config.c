@@ -358,26 +358,13 @@ config_parse_size(const char *s, int64_t *bytes, char *why, size_t whylen)
         {"tb", 1e12},
     };
     const char *p = s;
-    double v = 0, scale = 1;
-    bool digits = false, dot = false;
+    double v;
     char sb[80];
+    int rc;
 
-    for (; isdigit((unsigned char)*p) || (*p == '.' && !dot); p++) {
-        if (*p == '.') {
-            dot = true;
-            continue;
-        }
-        digits = true;
-        if (dot) {
-            scale /= 10;
-            v += (*p - '0') * scale;
-        } else {
-            v = v * 10 + (*p - '0');
-        }
-        if (v > 1e18)
-            goto big;
-    }
-    if (!digits)
+    if ((rc = decimal_scan(&p, 1e18, &v)) == -ERANGE)
+        goto big;
+    if (rc < 0)
         goto bad;
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcasecmp(p, units[i].unit) == 0) {

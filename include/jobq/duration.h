@@ -9,6 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Scans an unsigned decimal number ("12", "1.5", ".5") at *p and moves *p
+ * past it: the number syntax the duration and size parsers share. Returns
+ * 0, -EINVAL when no digit is there, -ERANGE above max. */
+int decimal_scan(const char **p, double max, double *v);
+
 /* Parses a duration into *ms. Negative values, unknown units, overflow and
  * values above JOBQ_DURATION_MAX_MS are -EINVAL with a reason in why.
  * Borrows s. */
