@@ -135,6 +135,12 @@ $(BUILD)/tools/store_crash: tests/tools/store_crash.c $(LIBDAEMON) $(LIBRUNTIME)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes $(PKG_CFLAGS) -o $@ $< \
 		$(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON) $(LDFLAGS_ALL) $(PKG_LIBS) -lm
 
+# The packaging tests' YAML checker links Debian's libyaml (libyaml-dev).
+$(BUILD)/tools/yamlcheck: tests/tools/yamlcheck.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LDFLAGS_ALL) \
+		$(shell $(PKG_CONFIG) --libs yaml-0.1)
+
 # Benchmark programs: bench/<area>/*.c, each a binary linked with everything.
 BENCH_SRC := $(wildcard bench/*/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
