@@ -345,11 +345,13 @@ finish(struct run *r, int rc, struct exec_result *res)
         }
         log_error("job.complete_failed", "id=%" PRId64 " attempt=%d err=%s", j->id, r->attempt,
                   log_q(strerror(-src)));
-        if (!store_error_is_storage(src))
-            break;
         /* Disk full or I/O error: the job stays running in the store until
-         * this lands, or until recovery at the next start re-runs it. */
-        coro_sleep(NULL, COMPLETE_RETRY_NS);
+         * this lands, or until recovery at the next start re-runs it. Not
+         * while draining: the drain must end within its grace (a full disk
+         * would hold it forever), and recovery re-runs the job anyway. */
+        if (!store_error_is_storage(src) || atomic_load(&d->draining))
+            break;
+        coro_sleep(dp->loop_ctx, COMPLETE_RETRY_NS); /* the drain wakes it */
     }
     log_info("job.finish",
              "id=%" PRId64 " queue=%s attempt=%d outcome=%s exit=%d signal=%d dur_ms=%" PRId64
