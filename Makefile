@@ -51,7 +51,9 @@ COMMON_SRC := $(wildcard common/*.c)
 DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 CLIENT_SRC := $(wildcard client/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
-TOOL_SRC := $(wildcard tests/tools/*.c)
+# tests/tools/*_shim.c are LD_PRELOAD libraries, not programs.
+TOOL_SRC := $(filter-out %_shim.c,$(wildcard tests/tools/*.c))
+SHIM_SRC := $(wildcard tests/tools/*_shim.c)
 
 obj = $(patsubst %,$(BUILD)/obj/%.o,$(basename $(1)))
 
@@ -60,7 +62,8 @@ COMMON_OBJ := $(call obj,$(COMMON_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
-TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
+TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC)) \
+	$(patsubst tests/tools/%.c,$(BUILD)/tools/%.so,$(SHIM_SRC))
 
 LIBRUNTIME := $(BUILD)/libjobqrt.a
 LIBCOMMON := $(BUILD)/libjobqcommon.a
@@ -127,6 +130,12 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIBCOMMON)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes $(PKG_CFLAGS) -o $@ $< \
 		$(LIBCOMMON) $(LDFLAGS_ALL) $(PKG_LIBS) -lm
+
+# Preload shims are built without the sanitizers (ASan must be the first
+# library loaded; the tests skip them in sanitizer builds).
+$(BUILD)/tools/%_shim.so: tests/tools/%_shim.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) -std=c17 -O2 -g -fPIC -shared $(WARN) -Wno-missing-prototypes -o $@ $< -ldl
 
 # The store's kill -9 victim drives the store itself: it links the daemon
 # library and the runtime, like a test.

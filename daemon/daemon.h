@@ -42,6 +42,9 @@ struct daemon {
     int64_t started_ms; /* Unix ms */
     /* Set when the drain starts: new work is refused with shutting_down. */
     atomic_bool draining;
+    /* Set when a sync of the database failed (store_fatal in main.c): the
+     * drain then has no grace and jobqd exits 1. */
+    atomic_bool store_failed;
 };
 
 #endif

@@ -253,7 +253,9 @@ serve(void *arg)
         }
         break;
     }
-    grace = d->cfg->shutdown_grace_ms;
+    /* After a failed sync nothing more can be recorded: the jobs stop now
+     * and run again after the restart. */
+    grace = atomic_load(&d->store_failed) ? 0 : d->cfg->shutdown_grace_ms;
     log_info("jobqd.drain", "signal=%s running=%d grace_ms=%" PRId64,
              sigabbrev_np((int)si.ssi_signo) ? sigabbrev_np((int)si.ssi_signo) : "?",
              dispatch_running(d->dispatch), grace);
@@ -262,6 +264,26 @@ serve(void *arg)
     events_notify_all(d->events); /* held waits answer shutting_down */
     dispatch_stop(d->dispatch, grace);
     server_close_all(d->server);
+}
+
+/*
+ * The store stopped writing after a failed sync of the database (store.h,
+ * docs/STORE.md "Failures"): jobqd stops, loudly. The drain runs as for
+ * SIGTERM (the signal is ours), and jobqd exits 1 so that its supervisor
+ * restarts it; that start recovers the state from what is on disk.
+ * Called on the store's writer thread.
+ */
+static void
+store_fatal(void *arg, int err)
+{
+    struct daemon *d = arg;
+
+    log_error("store.fatal", "err=%s action=stopping",
+              log_q("a sync of the database failed; what is on disk is recovered at the next "
+                    "start"));
+    log_error("store.fatal_cause", "err=%s", log_q(strerror(-err)));
+    atomic_store(&d->store_failed, true);
+    kill(getpid(), SIGTERM);
 }
 
 /* Kills what a crashed predecessor left running and re-queues its jobs.
@@ -402,6 +424,8 @@ main(int argc, char **argv)
     }
     so.path = d.db_path;
     so.max_queued = d.cfg->max_queued;
+    so.on_fatal = store_fatal;
+    so.on_fatal_arg = &d;
     if ((rc = store_new(&so, &d.store, why, sizeof(why))) < 0) {
         log_error("store.open_failed", "path=%s err=%s", log_q(d.db_path), log_q(why));
         fprintf(stderr, "jobqd: cannot open the store %s: %s\n", d.db_path,
@@ -432,6 +456,11 @@ main(int argc, char **argv)
         goto out;
     }
     status = 0;
+    if (atomic_load(&d.store_failed)) {
+        fprintf(stderr, "jobqd: stopped: a sync of %s failed; start it again to recover\n",
+                d.db_path);
+        status = EXIT_RUN;
+    }
     log_info("jobqd.stop", "uptime_ms=%" PRId64, job_now_ms() - d.started_ms);
 out:
     ready(&r, (char)status);

@@ -67,6 +67,7 @@ struct store {
     int nfree, nopen, nreaders;
 
     _Atomic int64_t max_queued;
+    _Atomic int fatal; /* 0, or -EIO once a sync failed: no more writes */
     _Atomic uint64_t commits, commit_failures, requests, max_group, checkpoints, commit_ns;
 };
 
@@ -170,6 +171,24 @@ group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n
     }
 }
 
+/*
+ * After a failed step: if it was a sync, the files now hold something
+ * nobody knows (the kernel may have dropped the pages it could not write
+ * and will not say so twice), and retrying the fsync would only report
+ * success for data that is not there. Like PostgreSQL since its
+ * "fsyncgate", stop writing instead: the owner closes the store and the
+ * next open rebuilds the state from what is on disk. Writer thread.
+ */
+static void
+check_fatal(struct store *st, int rc)
+{
+    if (rc >= 0 || atomic_load(&st->fatal) < 0 || !st->ops->sync_failed(st->w))
+        return;
+    atomic_store(&st->fatal, -EIO);
+    if (st->opts.on_fatal != NULL)
+        st->opts.on_fatal(st->opts.on_fatal_arg, rc);
+}
+
 /* COMMIT (or ROLLBACK after a storage error), then every requester of the
  * group learns its result, and only now. */
 static void
@@ -188,6 +207,7 @@ group_end(struct store *st, struct group *g)
         for (r = g->head; r != NULL; r = r->next)
             r->rc = rc;
         atomic_fetch_add(&st->commit_failures, 1);
+        check_fatal(st, rc);
     } else {
         atomic_fetch_add(&st->commit_ns, (uint64_t)(mono_ns() - t0));
         atomic_fetch_add(&st->commits, 1);
@@ -205,9 +225,14 @@ group_end(struct store *st, struct group *g)
 static void
 checkpoint(struct store *st)
 {
+    int rc;
+
+    if (atomic_load(&st->fatal) < 0)
+        return; /* nothing more is written */
     /* -EAGAIN: a reader was in the way; the next idle period retries. */
-    if (st->ops->maintain(st->w) == 0)
+    if ((rc = st->ops->maintain(st->w)) == 0)
         atomic_fetch_add(&st->checkpoints, 1);
+    check_fatal(st, rc);
     st->since_checkpoint = 0;
 }
 
@@ -285,7 +310,7 @@ writer_main(void *arg)
         batch = take(st, JOBQ_STORE_BATCH_MAX_REQS, &n);
         pthread_mutex_unlock(&st->mu);
 
-        if ((rc = st->ops->txn(st->w, STORE_BEGIN)) < 0)
+        if ((rc = atomic_load(&st->fatal)) < 0 || (rc = st->ops->txn(st->w, STORE_BEGIN)) < 0)
             g.broken = rc;
         else if (atomic_load(&st->max_queued) > 0 &&
                  (rc = st->ops->pending(st->w, &st->pending)) < 0)
@@ -329,6 +354,8 @@ store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void
     bool wake;
     int rc;
 
+    if ((rc = atomic_load(&st->fatal)) < 0)
+        return rc;
     if ((rc = wg_new(&req.wg)) < 0)
         return rc;
     wg_add(req.wg, 1);

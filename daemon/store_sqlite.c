@@ -476,6 +476,7 @@ struct store_conn {
     int64_t *snap;
     int nsnap, capsnap;
     bool in_savepoint;
+    bool sync_failed; /* an fsync of our files failed: see store.h */
 };
 
 /* Columns an insert binds per job, in bind_job's order. */
@@ -746,7 +747,11 @@ conn_close(struct store_conn *c)
     free(c->snap);
     for (int i = 0; i < S_NSTMTS; i++)
         sqlite3_finalize(c->stmts[i]);
-    /* The last connection to close checkpoints the WAL and removes it. */
+    /* The last connection to close checkpoints the WAL and removes it;
+     * not after a failed sync: the WAL on disk is what the next open must
+     * recover from, and nothing more is written. */
+    if (c->sync_failed)
+        sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
     sqlite3_close(c->db);
     fault_vfs_free(c->vfs);
     free(c->path);
@@ -890,6 +895,24 @@ out:
     return rc;
 }
 
+/* Remembers whether the error rc that c's last statement ended with was a
+ * failed fsync (of the WAL, the database or the directory). Returns rc. */
+static int
+note_sync(struct store_conn *c, int rc)
+{
+    int x = sqlite3_extended_errcode(c->db);
+
+    if (rc < 0 && (x == SQLITE_IOERR_FSYNC || x == SQLITE_IOERR_DIR_FSYNC))
+        c->sync_failed = true;
+    return rc;
+}
+
+static bool
+sq_sync_failed(struct store_conn *c)
+{
+    return c->sync_failed;
+}
+
 static int
 sq_txn(struct store_conn *c, enum store_txn op)
 {
@@ -907,8 +930,11 @@ sq_txn(struct store_conn *c, enum store_txn op)
             sq_txn(c, STORE_ROLLBACK);
             return rc;
         }
-        if ((rc = txn_flush(c)) < 0 || (rc = prep(c, S_COMMIT, &s)) < 0 || (rc = step_done(s)) < 0)
+        if ((rc = txn_flush(c)) < 0 || (rc = prep(c, S_COMMIT, &s)) < 0 ||
+            (rc = step_done(s)) < 0) {
+            note_sync(c, rc);
             sq_txn(c, STORE_ROLLBACK);
+        }
         return rc;
     case STORE_ROLLBACK:
         txn_forget(c);
@@ -2152,7 +2178,7 @@ sq_maintain(struct store_conn *c)
     sqlite3_busy_timeout(c->db, c->busy_ms);
     if (src == SQLITE_BUSY)
         return -EAGAIN;
-    return sq_rc(src);
+    return note_sync(c, sq_rc(src));
 }
 
 /* ---- reads ------------------------------------------------------------- */
@@ -2478,6 +2504,7 @@ const struct store_backend_ops store_sqlite_ops = {
     .purge = sq_purge,
     .recover = sq_recover,
     .maintain = sq_maintain,
+    .sync_failed = sq_sync_failed,
     .get = sq_get,
     .list = sq_list,
     .stats = sq_stats,

@@ -1512,6 +1512,8 @@ test_sync_fault_fails_commit_with_io_error(void **state)
     txn(fx, STORE_BEGIN);
     assert_int_equal(ops->submit(fx->c, &sp, 1, T0, &lost, &ex), 0);
     assert_int_equal(ops->txn(fx->c, STORE_COMMIT), -EIO);
+    /* The backend remembers it; the policy (stop) is the front's. */
+    assert_true(ops->sync_failed(fx->c));
     fx->fail_at = 0;
     submit(fx, &sp);
     verify(fx);
@@ -1863,6 +1865,57 @@ test_failed_commit_acknowledges_nothing(void **state)
     struct job_spec sp = spec_q("q", 0);
     front_submit(fx, &sp);
     char why[256];
+    assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
+}
+
+static void
+count_fatal(void *arg, int err)
+{
+    struct fx *fx = arg;
+    assert_int_equal(err, -EIO);
+    fx->seen += 1000; /* distinct from the fault hook's own counting */
+}
+
+static void
+test_failed_sync_stops_writes_for_good(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    char why[256];
+    int64_t kept, id = 0;
+
+    fx->opts.on_fatal = count_fatal;
+    fx->opts.on_fatal_arg = fx;
+    front_open(fx);
+    kept = front_submit(fx, &sp);
+    fx->point = STORE_FAULT_SYNC;
+    fx->fail_at = 1;
+    fx->err = -EIO;
+    assert_int_equal(store_submit(fx->st, &sp, &id, NULL, why, sizeof(why)), -EIO);
+    assert_int_equal(fx->seen, 1001); /* one fsync failed, on_fatal once */
+    /* The disk is "fine" again, but the store no longer writes: what the
+     * files hold is unknown until they are opened again. */
+    fx->fail_at = 0;
+    assert_int_equal(store_submit(fx->st, &sp, &id, NULL, why, sizeof(why)), -EIO);
+    assert_int_equal(store_queue_pause(fx->st, "q", true), -EIO);
+    assert_int_equal(fx->seen, 1001);
+    /* Reads go on. */
+    struct job *g = NULL;
+    assert_int_equal(store_get(fx->st, admin, kept, &g), 0);
+    job_free(g);
+    /* Closing checkpoints nothing: the WAL stays for the next open. */
+    store_free(fx->st);
+    fx->st = NULL;
+    struct stat sb;
+    assert_int_equal(stat(fx->path, &sb), 0);
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+    assert_int_equal(stat(wal, &sb), 0);
+    /* Reopened: what was acknowledged is there, and writes work. */
+    front_open(fx);
+    assert_int_equal(store_get(fx->st, admin, kept, &g), 0);
+    job_free(g);
+    assert_true(front_submit(fx, &sp) > kept);
     assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
 }
 
@@ -2424,6 +2477,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_batches_concurrent_submitters,
                                         setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_stops_writes_for_good, setup_closed,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_failed_commit_acknowledges_nothing, setup_front,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_one_failing_request_does_not_fail_its_group,

@@ -21,6 +21,14 @@
  *               (I/O error, corruption found while running), -ETIMEDOUT
  *               (database locked by another process), -ENOMEM, -EROFS,
  *               -EACCES; nothing of the request was committed.
+ *   After a failed sync of the database files the store is *stopped*: it
+ *   calls opts->on_fatal once, and every later write fails with -EIO at
+ *   once without touching the files (reads still work). What the files
+ *   hold after a failed fsync is unknown (the kernel may have dropped the
+ *   pages it could not write, and reports that only once: "fsyncgate"),
+ *   so the owner must close the store and open it again, which rebuilds
+ *   the state from what is on disk. A failed write or a full disk is not
+ *   fatal: the request fails and later writes work again.
  *
  * Blocking: the write and read calls park the calling coroutine (not its
  * thread) until done; called from a plain thread (main, tests) they block
@@ -77,6 +85,11 @@ struct store_opts {
     int64_t max_queued;
     /* Seed of the jitter generator used by recovery; 0: from the clock. */
     uint64_t seed;
+    /* Called once, on the writer thread, when a sync of the database has
+     * failed and the store has stopped writing (see the top of this file);
+     * err is the error of the failed request. Must not block. NULL: none. */
+    void (*on_fatal)(void *arg, int err);
+    void *on_fatal_arg;
     /*
      * Failure injection, consulted at each point: return 0 to proceed, or
      * -ENOSPC / -EIO to make that step fail as the disk would. Called on
@@ -324,6 +337,9 @@ struct store_backend_ops {
                    int64_t *failed);
     /* Outside any transaction, on the writer: bounds the log (WAL). */
     int (*maintain)(struct store_conn *c);
+    /* After a failed txn or maintain: whether a sync of the connection's
+     * files failed (then, and for good, it returns true). */
+    bool (*sync_failed)(struct store_conn *c);
 
     /* Reads (any connection; also inside a write transaction). */
     int (*get)(struct store_conn *c, struct store_who who, int64_t id, struct job **out);
