@@ -37,6 +37,11 @@
 /* A completion the store could not commit (disk full) is tried again this
  * often, as long as the daemon runs: the job must not stay "running". */
 #define COMPLETE_RETRY_NS (500 * 1000 * 1000LL)
+/* While a job waits for its run_at, the loop looks again at least this
+ * often: run_at is wall-clock time and the loop sleeps on the monotonic
+ * clock, so a wall-clock step forward (NTP, a hand-set clock) would
+ * otherwise leave due jobs waiting for the size of the step. */
+#define WALL_RECHECK_NS (1000 * 1000 * 1000LL)
 /* After a failed claim the loop waits this long, doubling up to the max. */
 #define CLAIM_BACKOFF_MIN_NS (50 * 1000 * 1000LL)
 #define CLAIM_BACKOFF_MAX_NS (5 * 1000 * 1000 * 1000LL)
@@ -467,6 +472,8 @@ dispatch_main(void *arg)
                 /* At least 1 ms: a due job a paused or full queue holds
                  * back must not make this loop spin. */
                 timeout = (ms > 0 ? ms : 1) * 1000000;
+                if (timeout > WALL_RECHECK_NS)
+                    timeout = WALL_RECHECK_NS;
             }
         }
         chan_recv(dp->kick, NULL, dp->loop_ctx, timeout);
