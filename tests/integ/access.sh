@@ -56,6 +56,27 @@ id=$(jq_other submit -- sh -c "cat $STATE/jobq.db >/dev/null 2>&1 && echo readab
 jq_other wait "$id" >/dev/null 2>&1
 out=$(jq_other logs "$id")
 expect "a job cannot read the database" denied "$(echo "$out" | head -1)"
+# 0, 1, 2 and ls's own directory: nothing of the daemon's is inherited.
+expect "a job inherits no descriptor of the daemon's" 4 "$(echo "$out" | sed -n 2p)"
+
+# More of what a job of another uid cannot reach: root's attempt logs, the
+# daemon itself, root's supplementary groups.
+log=$(find "$STATE/logs" -name "$mine.1.log" | head -1)
+id=$(jq_other submit -- sh -c "cat $log >/dev/null 2>&1 && echo readable || echo denied
+kill -0 $DAEMON_PID 2>/dev/null && echo signalable || echo no-signal
+id -G")
+jq_other wait "$id" >/dev/null 2>&1
+out=$(jq_other logs "$id")
+expect "a job cannot read another uid's attempt log ($log)" denied "$(echo "$out" | sed -n 1p)"
+expect "a job cannot signal the daemon" no-signal "$(echo "$out" | sed -n 2p)"
+expect "a job has its submitter's groups only" "$OTHER" "$(echo "$out" | sed -n 3p)"
+
+# stats and purge, as the other uid, count and touch its own jobs only.
+expect "other uid: stats counts its own jobs only" 3 \
+    "$(jq_other stats --json | "$JGET" .states.succeeded)"
+jq_other purge >/dev/null 2>&1
+expect "other uid: purge leaves root's jobs alone" succeeded "$(state_of "$mine")"
+expect "other uid: purge removed its own" 0 "$(jq_other list --json | "$JGET" .#)"
 stop_daemon TERM
 
 # A daemon running as a plain user refuses other uids' jobs.
