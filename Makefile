@@ -81,6 +81,7 @@ help:
 	@echo "make run        install missing packages, build, run jobqd on ./var in the foreground"
 	@echo "make test       install missing packages, build, run every test suite"
 	@echo "make asan|tsan  the whole suite under AddressSanitizer+UBSan / ThreadSanitizer"
+	@echo "make chaos      the suite with the long fault runs (JOBQ_CHAOS=1, docs/RELIABILITY.md)"
 	@echo "make bench      every benchmark (bench-runtime, bench-store, bench-e2e, bench-peers)"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=..."
 	@echo "make format     clang-format every C file"
@@ -175,6 +176,14 @@ test: deps
 	@scripts/run-tests.sh $(BUILD)
 
 check: test
+
+# The long reliability runs (docs/RELIABILITY.md): the same suite, with
+# JOBQ_CHAOS=1 read by tests/integ/chaos_*.sh to scale up their rounds
+# (50 kill -9 rounds, 100k soak jobs, ...) and 50 store crash rounds.
+.PHONY: chaos
+chaos: deps
+	@$(MAKE) --no-print-directory all tests tools
+	@JOBQ_CHAOS=1 JOBQ_CRASH_ROUNDS=50 SUITE_TIMEOUT=1800 scripts/run-tests.sh $(BUILD)
 
 asan:
 	@scripts/deps.sh
