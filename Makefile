@@ -40,6 +40,13 @@ else ifeq ($(SAN),tsan)
 CFLAGS_ALL += -fsanitize=thread -fno-omit-frame-pointer
 LDFLAGS_ALL += -fsanitize=thread
 CPPFLAGS_ALL += -DJOBQ_TSAN=1
+else ifeq ($(SAN),fuzz)
+# libFuzzer targets (CC=clang): coverage for the fuzzer, ASan and UBSan on
+# everything they link; tests/integ/fuzz.sh builds them this way.
+CFLAGS_ALL += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+LDFLAGS_ALL += -fsanitize=address,undefined
+CPPFLAGS_ALL += -DJOBQ_ASAN=1
 endif
 
 PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
@@ -69,7 +76,7 @@ LIBRUNTIME := $(BUILD)/libjobqrt.a
 LIBCOMMON := $(BUILD)/libjobqcommon.a
 LIBDAEMON := $(BUILD)/libjobqd.a
 
-.PHONY: all deps run test check asan tsan bench bench-runtime bench-store bench-e2e bench-peers \
+.PHONY: all deps run test check asan tsan fuzz fuzzers bench bench-runtime bench-store bench-e2e bench-peers \
 	install clean format format-check test-aarch64 help tools tests benches
 
 BINS := $(if $(wildcard daemon/main.c),$(BUILD)/jobqd) $(if $(CLIENT_SRC),$(BUILD)/jobq)
@@ -82,6 +89,7 @@ help:
 	@echo "make test       install missing packages, build, run every test suite"
 	@echo "make asan|tsan  the whole suite under AddressSanitizer+UBSan / ThreadSanitizer"
 	@echo "make chaos      the suite with the long fault runs (JOBQ_CHAOS=1, docs/RELIABILITY.md)"
+	@echo "make fuzz       each libFuzzer target for FUZZ_SECONDS (default 600)"
 	@echo "make bench      every benchmark (bench-runtime, bench-store, bench-e2e, bench-peers)"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=..."
 	@echo "make format     clang-format every C file"
@@ -160,9 +168,21 @@ $(BUILD)/bench/%: bench/%.c $(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes $(PKG_CFLAGS) -o $@ $< \
 		$(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON) $(LDFLAGS_ALL) $(PKG_LIBS) -lm
 
+# libFuzzer targets: tests/fuzz/<target>.c, each linked with everything.
+FUZZ_SRC := $(wildcard tests/fuzz/*.c)
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_SECONDS ?= 600
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Idaemon -Wno-missing-prototypes $(PKG_CFLAGS) \
+		-fsanitize=fuzzer -o $@ $< $(LIBDAEMON) $(LIBRUNTIME) $(LIBCOMMON) $(LDFLAGS_ALL) \
+		$(PKG_LIBS) -lm
+
 tests: $(TEST_BIN)
 tools: $(TOOL_BIN)
 benches: $(BENCH_BIN)
+fuzzers: $(FUZZ_BIN)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -196,6 +216,11 @@ tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=tsan OPT=-O1 all tests tools
 	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 		JOBQ_SANITIZER=tsan scripts/run-tests.sh build/tsan
+
+# Each fuzz target for FUZZ_SECONDS (make test runs them 20 s each).
+fuzz: deps
+	@$(MAKE) --no-print-directory all tools
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) JOBQ_BUILD=$(CURDIR)/$(BUILD) bash tests/integ/fuzz.sh
 
 test-aarch64:
 	@scripts/deps.sh aarch64

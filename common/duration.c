@@ -204,9 +204,19 @@ time_parse_ms(const char *s, int64_t now_ms, int64_t *unix_ms, char *why, size_t
 char *
 time_format_rfc3339(int64_t unix_ms, char *buf, size_t len)
 {
-    time_t t = (time_t)(unix_ms >= 0 ? unix_ms / 1000 : (unix_ms - 999) / 1000);
-    int ms = (int)(unix_ms - (int64_t)t * 1000);
+    /* Floor division written so that INT64_MIN does not overflow (found by
+     * tests/fuzz/duration.c): times before 1970 round down. */
+    int64_t sec = unix_ms / 1000, rem = unix_ms % 1000;
+    time_t t;
+    int ms;
     struct tm tm;
+
+    if (rem < 0) {
+        sec--;
+        rem += 1000;
+    }
+    t = (time_t)sec;
+    ms = (int)rem;
 
     if (gmtime_r(&t, &tm) == NULL) {
         snprintf(buf, len, "invalid-time");
@@ -220,20 +230,21 @@ time_format_rfc3339(int64_t unix_ms, char *buf, size_t len)
 char *
 duration_format(int64_t ms, char *buf, size_t len)
 {
-    const char *sign = "";
-    if (ms < 0) {
-        sign = "-";
-        ms = -ms;
-    }
-    if (ms < 1000)
-        snprintf(buf, len, "%s%dms", sign, (int)ms);
-    else if (ms < 60 * 1000)
-        snprintf(buf, len, "%s%d.%ds", sign, (int)(ms / 1000), (int)(ms % 1000 / 100));
-    else if (ms < 3600 * 1000)
-        snprintf(buf, len, "%s%dm%ds", sign, (int)(ms / 60000), (int)(ms / 1000 % 60));
-    else if (ms < 86400LL * 1000)
-        snprintf(buf, len, "%s%dh%dm", sign, (int)(ms / 3600000), (int)(ms / 60000 % 60));
+    const char *sign = ms < 0 ? "-" : "";
+    /* The magnitude unsigned: -INT64_MIN does not fit an int64_t (found by
+     * tests/fuzz/duration.c), and days of a huge value do not fit an int. */
+    uint64_t u = ms < 0 ? -(uint64_t)ms : (uint64_t)ms;
+
+    if (u < 1000)
+        snprintf(buf, len, "%s%ums", sign, (unsigned)u);
+    else if (u < 60 * 1000)
+        snprintf(buf, len, "%s%u.%us", sign, (unsigned)(u / 1000), (unsigned)(u % 1000 / 100));
+    else if (u < 3600 * 1000)
+        snprintf(buf, len, "%s%um%us", sign, (unsigned)(u / 60000), (unsigned)(u / 1000 % 60));
+    else if (u < 86400ULL * 1000)
+        snprintf(buf, len, "%s%uh%um", sign, (unsigned)(u / 3600000), (unsigned)(u / 60000 % 60));
     else
-        snprintf(buf, len, "%s%dd%dh", sign, (int)(ms / 86400000), (int)(ms / 3600000 % 24));
+        snprintf(buf, len, "%s%llud%uh", sign, (unsigned long long)(u / 86400000),
+                 (unsigned)(u / 3600000 % 24));
     return buf;
 }
