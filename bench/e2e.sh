@@ -28,6 +28,7 @@ submit_n=${SUBMIT_N:-100000}         #   one-job submits per run
 latency_n=${LATENCY_N:-300}          # start latency: jobs per run
 fill_n=${FILL_N:-2000}               # RSS per running job: jobs
 idle_s=${IDLE_S:-5}                  # idle wake-ups: seconds observed
+quiet_wait=${QUIET_WAIT:-20}         # most seconds to wait for a quiet CPU
 
 for prog in client raw; do
     if [ ! -x "$bin/$prog" ]; then
@@ -114,16 +115,29 @@ declare -A val
 # med KEY: the median over the runs of KEY.
 med() { awk -v k="$1" '$1 == k {print $2}' "$out" | median; }
 
-# The machine's noise: the load average, and the share of CPU time nobody
-# used over one second (other engineers' builds and tests share it).
-noise() {
+# cpu_idle: the share of CPU time nobody used over the next second, in %
+# (other engineers' builds and tests share this machine).
+cpu_idle() {
     local a b
     a=($(head -1 /proc/stat))
     sleep 1
     b=($(head -1 /proc/stat))
-    awk -v l="$(cut -d' ' -f1-3 /proc/loadavg)" \
-        -v t="$((b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[4] - a[5] - a[6] - a[7] - a[8]))" \
-        -v i="$((b[4] - a[4]))" 'BEGIN {printf "load average %s, CPU idle %.0f%% over 1 s\n", l, t ? 100 * i / t : 0}'
+    awk -v t="$((b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[4] - a[5] - a[6] - a[7] - a[8]))" \
+        -v i="$((b[4] - a[4]))" 'BEGIN {printf "%.0f\n", t ? 100 * i / t : 0}'
+}
+noise() { echo "load average $(cut -d' ' -f1-3 /proc/loadavg), CPU idle $(cpu_idle)% over 1 s"; }
+
+# settle: before each measurement, waits up to $quiet_wait seconds for a
+# second with at least 60% of the CPUs idle, and records what it saw.
+settle() {
+    local end=$(($(date +%s) + quiet_wait)) idle
+    while :; do
+        idle=$(cpu_idle)
+        if [ "$idle" -ge 60 ] || [ "$(date +%s)" -ge "$end" ]; then
+            break
+        fi
+    done
+    echo "cpu_idle_pct $idle" >>"$out"
 }
 
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
@@ -134,6 +148,7 @@ echo "# before: $(noise)"
 # ---- idle: RSS after start, wake-ups over idle_s seconds ---------------
 # Measured from 2 s after ready: the store checkpoints the WAL once, 1 s
 # after the start-up's last commit; nothing is periodic after that.
+settle
 start_daemon
 sleep 2
 echo "e2e.idle_rss_kib $(rss_kib "$DPID")" >>"$out"
@@ -147,6 +162,7 @@ stop_daemon
 # ---- start latency: one job at a time on an idle daemon, and the floors
 # under it: a plain posix_spawn of the same program, one durable write ---
 for ((i = 0; i < runs; i++)); do
+    settle
     "$bin/raw" start "$latency_n" "$T/stamp" >>"$out"
     "$bin/raw" fsync "$T" 200 >>"$out"
     start_daemon
@@ -156,6 +172,7 @@ done
 
 # ---- exec rate, interleaved with its raw reference ---------------------
 for ((i = 0; i < runs; i++)); do
+    settle
     "$bin/raw" spawn 3 2 >>"$out"
     start_daemon --concurrency 64
     "$bin/client" "$SOCK" exec "$exec_jobs" "$exec_batch" /bin/true >>"$out"
@@ -164,12 +181,14 @@ done
 
 # ---- submit rate: one job per request, pipelined ------------------------
 for ((i = 0; i < runs; i++)); do
+    settle
     start_daemon
     "$bin/client" "$SOCK" submit "$submit_conns" "$submit_depth" "$submit_n" >>"$out"
     stop_daemon
 done
 
 # ---- RSS per running job ------------------------------------------------
+settle
 start_daemon --concurrency "$fill_n"
 sleep 0.5
 before=$(rss_kib "$DPID")
@@ -228,6 +247,8 @@ echo "# RSS: $(awk '$1 == "fill_rss_before_kib" {print $2}' "$out") KiB before,"
     "$(awk '$1 == "fill_rss_after_kib" {print $2}' "$out") KiB with $fill_n running;" \
     "all running ${val[fill_start_ms]} ms after the first submit"
 echo "# idle: ${val[idle_threads]} threads"
+echo "# noise: CPU idle in the second before each measurement (waiting up to ${quiet_wait} s for" \
+    "60%): $(awk '$1 == "cpu_idle_pct" {printf "%s%s%%", sep, $2; sep = " "}' "$out")"
 
 goal() {
     local what=$1 ok
