@@ -179,6 +179,98 @@ test_yield_alternates_on_one_thread(void **state)
     done(rt);
 }
 
+/* The rounding mode of the FPU and SSE units (x86-64: MXCSR and the x87
+ * control word; aarch64: FPCR), which the switch saves per coroutine. */
+static unsigned
+fp_rounding(void)
+{
+#if defined(__x86_64__)
+    unsigned mxcsr;
+    unsigned short cw;
+    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
+    __asm__ __volatile__("fnstcw %0" : "=m"(cw));
+    return (mxcsr & 0x6000) | ((unsigned)(cw & 0x0C00) << 16);
+#elif defined(__aarch64__)
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    return (unsigned)(fpcr >> 22) & 3;
+#else
+    return 0;
+#endif
+}
+
+static void
+fp_round_up(bool up)
+{
+#if defined(__x86_64__)
+    unsigned mxcsr;
+    unsigned short cw;
+    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
+    __asm__ __volatile__("fnstcw %0" : "=m"(cw));
+    mxcsr = (mxcsr & ~0x6000u) | (up ? 0x4000u : 0);
+    cw = (unsigned short)((cw & ~0x0C00u) | (up ? 0x0800u : 0));
+    __asm__ __volatile__("ldmxcsr %0" : : "m"(mxcsr));
+    __asm__ __volatile__("fldcw %0" : : "m"(cw));
+#elif defined(__aarch64__)
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    fpcr = (fpcr & ~(3ull << 22)) | (up ? 1ull << 22 : 0);
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr));
+#else
+    (void)up;
+#endif
+}
+
+struct fpcheck {
+    unsigned dflt;
+    struct wg *wg;
+};
+
+static void
+fp_changer(void *p)
+{
+    struct fpcheck *f = p;
+    fp_round_up(true);
+    unsigned mine = fp_rounding();
+    assert_int_not_equal(mine, f->dflt);
+    coro_yield(); /* the other coroutine runs with the default mode */
+    assert_int_equal(fp_rounding(), mine);
+    fp_round_up(false);
+    wg_done(f->wg);
+}
+
+static void
+fp_keeper(void *p)
+{
+    struct fpcheck *f = p;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(fp_rounding(), f->dflt);
+        coro_yield();
+    }
+    wg_done(f->wg);
+}
+
+static void
+fp_main(void *p)
+{
+    struct fpcheck *f = p;
+    wg_new(&f->wg);
+    wg_add(f->wg, 2);
+    coro_spawn_on(coro_rt(), 0, "changer", fp_changer, f);
+    coro_spawn_on(coro_rt(), 0, "keeper", fp_keeper, f);
+    wg_wait(f->wg, NULL, RT_FOREVER);
+    wg_free(f->wg);
+}
+
+static void
+test_fp_control_words_stay_with_their_coroutine(void **state)
+{
+    struct fpcheck f = {.dflt = fp_rounding()};
+    struct rt *rt = mkrt(1);
+    rt_run(rt, "main", fp_main, &f);
+    done(rt);
+}
+
 static void
 name_check(void *p)
 {
@@ -1536,6 +1628,7 @@ main(void)
         cmocka_unit_test(test_spawn_100k_and_join),
         cmocka_unit_test(test_spawn_rejects_bad_arguments),
         cmocka_unit_test(test_yield_alternates_on_one_thread),
+        cmocka_unit_test(test_fp_control_words_stay_with_their_coroutine),
         cmocka_unit_test(test_spawn_on_pins_thread_and_names),
         cmocka_unit_test(test_sleep_waits_at_least),
         cmocka_unit_test(test_timer_heap_fires_all_in_any_order),

@@ -237,7 +237,7 @@ spawn_main(void *p)
 static void
 bench_spawn_join(void)
 {
-    long n = MILLION;
+    long n = getenv("N") ? atol(getenv("N")) : MILLION;
     struct rt *rt = mkrt(2);
     rt_run(rt, "main", spawn_main, &n);
     endrt(rt);
@@ -356,7 +356,7 @@ timers_main(void *p)
     struct timers *t = p;
     struct rt *rt = coro_rt();
     struct sleeper *sl = calloc((size_t)t->n, sizeof(*sl));
-    int64_t t0, last = 0, late = 0;
+    int64_t t0, spawned, last = 0, late = 0;
     int rc;
 
     if (sl == NULL)
@@ -369,6 +369,7 @@ timers_main(void *p)
         if ((rc = coro_spawn(rt, "sleeper", sleeper_fn, &sl[i])) < 0)
             die("coro_spawn", rc);
     }
+    spawned = rt_now_ns();
     wg_wait(t->wg, NULL, RT_FOREVER);
     for (long i = 0; i < t->n; i++) {
         if (t->woke[i] > last)
@@ -378,6 +379,7 @@ timers_main(void *p)
     }
     printf("timers_1m_ms %.1f\n", (double)(last - t0) / 1e6);
     printf("timers_late_max_ms %.2f\n", (double)late / 1e6);
+    printf("timers_spawn_ms %.1f\n", (double)(spawned - t0) / 1e6);
     wg_free(t->wg);
     free(sl);
 }

@@ -35,14 +35,17 @@ struct waitq {
     struct sudog *head, *tail;
 };
 
+/* What a hand-off touches (the lock, the queues, the state) comes first,
+ * and a channel starts a cache line: a send from another thread then moves
+ * one line, not two. */
 struct chan {
     struct spin lock;
-    size_t elem_size;
-    size_t cap;
-    size_t head; /* ring: index of the oldest element */
-    size_t count;
     bool closed;
     struct waitq recvq, sendq;
+    size_t count;
+    size_t head; /* ring: index of the oldest element */
+    size_t elem_size;
+    size_t cap;
     char *buf;
 };
 
@@ -97,11 +100,13 @@ chan_new(size_t elem_size, size_t capacity, struct chan **out)
 
     if (elem_size > (1u << 20) || (elem_size > 0 && capacity > SIZE_MAX / 2 / elem_size))
         return -EINVAL;
-    if ((ch = calloc(1, sizeof(*ch))) == NULL)
+    if ((ch = aligned_alloc(64, (sizeof(*ch) + 63) & ~(size_t)63)) == NULL)
         return -ENOMEM;
+    memset(ch, 0, sizeof(*ch));
     ch->elem_size = elem_size;
     ch->cap = capacity;
-    if (capacity > 0 && elem_size > 0 && (ch->buf = malloc(capacity * elem_size)) == NULL) {
+    /* Zero-size elements still get a buffer, so slot() never offsets NULL. */
+    if (capacity > 0 && (ch->buf = malloc(elem_size > 0 ? capacity * elem_size : 1)) == NULL) {
         free(ch);
         return -ENOMEM;
     }

@@ -70,15 +70,33 @@ spin_unlock(struct spin *s)
     atomic_store_explicit(&s->v, 0, memory_order_release);
 }
 
+/* A counter only its owning thread writes: a load and a store, no locked
+ * instruction; other threads may read it at any time. */
+static inline __attribute__((always_inline)) void
+own_add(atomic_long *c, long d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
 /* ---- waiters ---------------------------------------------------------- */
 
 enum { WAITER_ARMED = 0, WAITER_CLAIMED = 1, WAITER_DONE = 2 };
+/* The hand-over of a completed waiter whose home thread spins on it (see
+ * sched.c, "watch"): NONE -> WATCHING (home) -> TAKEN (waker) or back to
+ * NONE (home gives up). Whoever moves it from WATCHING decides who makes
+ * the coroutine runnable. */
+enum { HANDOFF_NONE = 0, HANDOFF_WATCHING = 1, HANDOFF_TAKEN = 2 };
 
 struct waiter {
-    struct coro *co;  /* NULL: a plain thread blocked on the futex */
-    atomic_int fired; /* WAITER_ARMED -> CLAIMED -> DONE */
-    int status;       /* set by the claimer */
-    int index;        /* select: the case that fired */
+    struct coro *co;    /* NULL: a plain thread blocked on the futex */
+    atomic_int fired;   /* WAITER_ARMED -> CLAIMED -> DONE */
+    atomic_int handoff; /* HANDOFF_*, in the same line as fired */
+    int status;         /* set by the claimer */
+    int index;          /* select: the case that fired */
+    /* Registered with one wake source only (no timer, no context, not a
+     * select): that source claims under its own lock, so nobody races it. */
+    bool solo;
 };
 
 /* The claim: true if the caller won the right to end this wait. */
@@ -86,21 +104,45 @@ static inline bool
 waiter_claim(struct waiter *w)
 {
     int expect = WAITER_ARMED;
+    if (w->solo) {
+        /* A plain store: a locked compare-and-swap costs ~6 ns, a third
+         * of a same-thread channel hand-off, and no one else can claim. */
+        atomic_store_explicit(&w->fired, WAITER_CLAIMED, memory_order_relaxed);
+        return true;
+    }
     return atomic_compare_exchange_strong_explicit(&w->fired, &expect, WAITER_CLAIMED,
                                                    memory_order_acq_rel, memory_order_acquire);
 }
 
-/* After a successful claim: publish the result and make the owner run. */
-void waiter_complete(struct waiter *w, int status, int index);
-/* claim + complete; returns whether it fired. */
+/* claim + waiter_complete (below); returns whether it fired. */
 bool waiter_fire(struct waiter *w, int status, int index);
 
-/* Timers live in the home thread's heap; one per timed wait. */
+/*
+ * Timers live in the home thread's heap; one per timed wait, in the wait's
+ * frame. The heap holds a small record per armed timer (from a per-thread
+ * pool), not the timer: a wait that ends some other way only unhooks its
+ * record and leaves it to be dropped when it surfaces, and sifting moves
+ * heap entries without writing into parked coroutines' stacks (a cache
+ * and TLB miss per level, with a million timers).
+ */
+struct timer_rec;
+
 struct timer {
     int64_t when; /* rt_now_ns clock */
-    size_t slot;  /* heap index, SIZE_MAX when not queued */
     struct waiter *w;
-    int status; /* RT_ETIMEDOUT or RT_EDEADLINE */
+    int status;            /* RT_ETIMEDOUT or RT_EDEADLINE */
+    struct timer_rec *rec; /* NULL when not in the heap (fired, unhooked) */
+};
+
+struct timer_rec {
+    struct timer *t; /* NULL once the wait ended otherwise: stale */
+    struct timer_rec *next;
+};
+
+/* A heap entry carries its deadline: comparisons stay in the array. */
+struct heap_ent {
+    int64_t when;
+    struct timer_rec *rec;
 };
 
 /* A registration of a waiter with a context (cancellation). */
@@ -123,14 +165,11 @@ struct wait {
     struct ctx_reg reg;
 };
 
-int wait_begin(struct wait *wt, struct ctx *ctx, int64_t timeout_ns);
-/* Parks (coroutine) or blocks (plain thread) until w fires; returns its
- * status after removing the timer and the context registration. */
-int wait_park(struct wait *wt, enum coro_wait reason);
-
 /* ---- coroutines and threads ------------------------------------------ */
 
-enum coro_state { CORO_RUNNABLE, CORO_RUNNING, CORO_PARKED, CORO_DEAD };
+/* CORO_DEAD is 0: a stack whose shell reads zero (fresh, or released) is
+ * free, which is how rt_free tells leaks from free stacks. */
+enum coro_state { CORO_DEAD, CORO_RUNNABLE, CORO_RUNNING, CORO_PARKED };
 
 struct sched;
 
@@ -142,9 +181,8 @@ struct sched;
 struct coro {
     void *sp; /* saved stack pointer while switched out */
     struct sched *home;
-    struct coro *next;          /* local run queue / free list */
-    struct coro *rnext;         /* remote queue */
-    struct coro *lprev, *lnext; /* the home thread's live list */
+    struct coro *next;  /* local run queue / free list */
+    struct coro *rnext; /* remote queue */
     void (*fn)(void *);
     void *arg;
     struct coro_pool *pool;
@@ -165,12 +203,20 @@ struct coro {
 
 struct stack_pool; /* stack.c */
 
-/* Per-thread counters: written by the owner only, read by rt_stats. */
+/* Per-thread counters: written by the owner only (a load and a store, no
+ * locked instruction), read by rt_stats and by spawners placing work. */
 struct sched_stats {
     atomic_uint_fast64_t spawned;
     atomic_uint_fast64_t live;
     atomic_uint_fast64_t running; /* 1 while a coroutine is on the CPU */
     atomic_uint_fast64_t parked[CORO_WAIT_NREASONS];
+    /* Coroutines placed here by this thread, and those that ended here:
+     * with sched.placed_remote, the thread's load. */
+    atomic_long placed_local;
+    atomic_long exited;
+    /* Stacks taken by spawns on this thread minus stacks freed here; one
+     * thread's figure may be negative, the sum is what is in use. */
+    atomic_long stacks_in_use;
 };
 
 struct sched {
@@ -189,26 +235,34 @@ struct sched {
     /* Remote queue: other threads push (Treiber stack); we take all. */
     _Alignas(64) _Atomic(struct coro *) remote;
     atomic_int sleeping;
-    /* Live coroutines assigned here, for spawn placement; spawners add,
-     * exits subtract. */
-    atomic_long load;
+    /* Coroutines other threads placed here (spawn placement and live
+     * count; see sched_stats.placed_local). */
+    atomic_long placed_remote;
 
     _Alignas(64) struct coro *current; /* NULL while the scheduler runs */
     struct coro *dead;                 /* exited; its stack is freed after the switch */
     void *sched_sp;                    /* the scheduler's own context */
-    unsigned ticks;
+    unsigned poll_countdown;           /* switches until the next look at the clock */
     uint64_t rnd;
-    int64_t spin_ns;
-    int64_t now; /* cached clock, refreshed each scheduler pass */
+    int64_t spin_ns;          /* adaptive spin budget before sleeping */
+    int64_t now;              /* clock at the top of the scheduler loop */
+    int64_t polled;           /* when the event base was last polled */
+    long peak_mark;           /* load at the last peak update (rt_stats.peak) */
+    uint64_t id_next, id_end; /* coroutine ids reserved by this thread */
 
-    struct timer **heap;
+    struct waiter *watch; /* of the coroutine that parked last, while it is parked */
+
+    struct heap_ent *heap; /* 4-ary min-heap, offset so siblings share a line */
+    void *heap_mem;
     size_t nheap, heap_cap;
+    size_t nstale;              /* unhooked records still in the heap */
+    struct timer_rec *rec_free; /* the record pool */
+    struct rec_chunk *rec_chunks;
 
-    struct coro *live_head; /* leak report */
-    struct coro *cache;     /* free stacks */
+    struct coro *cache; /* free stacks */
     size_t ncache;
 
-    _Atomic uint64_t activity; /* loop iterations; rt_free's quiescence check */
+    atomic_uint_fast64_t activity; /* loop iterations (owner-written); rt_free's quiescence */
     atomic_bool exit;
 
     void *altstack; /* SIGSEGV runs here: the faulting stack is unusable */
@@ -224,6 +278,16 @@ struct sched {
 
 struct blocking_pool; /* blocking.c */
 
+/* Coroutines placed on s and not yet ended: spawn placement, live count,
+ * how many free stacks to keep. */
+static inline long
+sched_load(struct sched *s)
+{
+    return atomic_load_explicit(&s->st.placed_local, memory_order_relaxed) +
+           atomic_load_explicit(&s->placed_remote, memory_order_relaxed) -
+           atomic_load_explicit(&s->st.exited, memory_order_relaxed);
+}
+
 struct rt {
     int nthreads;
     size_t stack_bytes; /* usable, page multiple */
@@ -232,8 +296,7 @@ struct rt {
     struct blocking_pool *blocking;
     void (*log)(void *arg, enum rt_log_level level, const char *msg);
     void *log_arg;
-    atomic_uint_fast64_t next_id;
-    atomic_long live;
+    atomic_uint_fast64_t next_id; /* ids are handed to threads in blocks */
     atomic_long peak;
     atomic_bool stopping;
 };
@@ -242,25 +305,177 @@ struct rt {
 extern _Thread_local struct sched *rt_tl_sched;
 void rt_logf(struct rt *rt, enum rt_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Makes c runnable on its home thread; safe from any thread. */
-void coro_ready(struct coro *c);
 /* Parks the current coroutine; returns when coro_ready ran for it. */
 void coro_park(enum coro_wait reason);
 void timer_add(struct sched *s, struct timer *t);
-void timer_del(struct sched *s, struct timer *t);
+/* Unhooks t if it has not fired (O(1)). */
+void timer_cancel(struct sched *s, struct timer *t);
 uint64_t rt_rand(void);
 int coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *), void *arg,
                     struct coro_pool *pool);
 
+/* ---- hot paths, inline ----------------------------------------------- */
+
+/* Every channel and wait-group hand-off goes through these: inline, with
+ * the rare cases (another thread, a plain thread, a timer or a context)
+ * out of line in sched.c. */
+
+void remote_push(struct sched *s, struct coro *c);
+void waiter_hand_over(struct waiter *w, struct coro *co);
+void futex_wake_all(atomic_int *addr);
+int wait_begin_slow(struct wait *wt, struct ctx *ctx, int64_t timeout_ns);
+int wait_park_slow(struct wait *wt, enum coro_wait reason);
+
+static inline void
+rq_push_tail(struct sched *s, struct coro *c)
+{
+    c->next = NULL;
+    if (s->rq_tail != NULL)
+        s->rq_tail->next = c;
+    else
+        s->rq_head = c;
+    s->rq_tail = c;
+    s->rq_len++;
+}
+
+/* Makes c runnable on its home thread; safe from any thread. */
+static inline void
+coro_ready(struct coro *c)
+{
+    struct sched *home = c->home;
+
+    if (home == rt_tl_sched) {
+        c->state = CORO_RUNNABLE;
+        rq_push_tail(home, c);
+    } else {
+        remote_push(home, c);
+    }
+}
+
+/* After a successful claim: publish the result and make the owner run. */
+static inline void
+waiter_complete(struct waiter *w, int status, int index)
+{
+    struct coro *co = w->co;
+
+    w->status = status;
+    w->index = index;
+    atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
+    if (co == NULL) {
+        futex_wake_all(&w->fired); /* harmless if the waiter already left */
+    } else if (co->home == rt_tl_sched) {
+        co->state = CORO_RUNNABLE;
+        rq_push_tail(co->home, co);
+    } else {
+        waiter_hand_over(w, co);
+    }
+}
+
+/* Arms wt for a wait: its timer is the earlier of timeout_ns (RT_FOREVER:
+ * none) and the context's deadline. Returns 0 to park, or the context's
+ * status if it is already done. */
+static inline int
+wait_begin(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
+{
+    struct sched *s = rt_tl_sched;
+
+    if (ctx != NULL || timeout_ns >= 0)
+        return wait_begin_slow(wt, ctx, timeout_ns);
+    wt->w.co = s ? s->current : NULL;
+    atomic_init(&wt->w.fired, WAITER_ARMED);
+    atomic_init(&wt->w.handoff, HANDOFF_NONE);
+    wt->w.status = 0;
+    wt->w.index = -1;
+    wt->w.solo = true;
+    wt->t.rec = NULL;
+    wt->t.w = &wt->w;
+    wt->t.when = INT64_MAX;
+    wt->t.status = RT_ETIMEDOUT;
+    wt->reg.ctx = NULL;
+    wt->reg.linked = false;
+    return 0;
+}
+
+/* Parks (coroutine) or blocks (plain thread) until the waiter fires;
+ * returns its status after removing the timer and the context
+ * registration. */
+static inline int
+wait_park(struct wait *wt, enum coro_wait reason)
+{
+    struct sched *s = rt_tl_sched;
+
+    if (wt->reg.ctx == NULL && wt->t.when == INT64_MAX && wt->w.co != NULL) {
+        s->watch = &wt->w;
+        coro_park(reason);
+        if (s->watch == &wt->w)
+            s->watch = NULL;
+        return wt->w.status;
+    }
+    return wait_park_slow(wt, reason);
+}
+
 /* stack.c */
 int stack_pool_new(struct rt *rt, struct stack_pool **out);
 void stack_pool_free(struct stack_pool *p);
-/* Returns a coroutine shell at the top of a free stack, or NULL (-ENOMEM). */
-struct coro *stack_get(struct rt *rt, struct sched *s);
-void stack_put(struct rt *rt, struct sched *s, struct coro *c);
-void stack_check(struct coro *c, void *sp);
+struct coro *stack_get_slow(struct rt *rt, struct sched *s);
+void stack_put_slow(struct rt *rt, struct sched *s);
+#if defined(JOBQ_ASAN)
 void stack_unpoison(struct coro *c);
-void stack_stats(struct stack_pool *p, struct rt_stats *out);
+#else
+static inline void
+stack_unpoison(struct coro *c)
+{
+    (void)c;
+}
+#endif
+void stack_check_canary(struct coro *c);
+/* Calls fn for every coroutine whose stack is still in use: the leak
+ * report. Only once the scheduler threads have stopped. */
+int stack_for_each_used(struct rt *rt, void (*fn)(struct rt *rt, struct coro *c));
+void stack_overflow_abort(struct coro *c, const char *how) __attribute__((noreturn));
+
+/* Room left below the lowest frame at a switch: a signal-free leaf call. */
+#define STACK_SP_MARGIN 256
+#define STACK_CANARY 0x6a6f62712d637a79ull /* "jobq-czy" */
+
+/* Returns a coroutine shell at the top of a free stack, or NULL (-ENOMEM).
+ * s is the calling scheduler thread, NULL on a plain thread. The thread's
+ * own cache serves almost every spawn without a call or a lock. */
+static inline struct coro *
+stack_get(struct rt *rt, struct sched *s)
+{
+    struct coro *c;
+    if (s == NULL || (c = s->cache) == NULL)
+        return stack_get_slow(rt, s);
+    s->cache = c->next;
+    s->ncache--;
+    own_add(&s->st.stacks_in_use, 1);
+    return c;
+}
+
+/* Returns c's stack to thread s's cache (s: c's home, the caller). */
+static inline void
+stack_put(struct rt *rt, struct sched *s, struct coro *c)
+{
+    stack_unpoison(c);
+    own_add(&s->st.stacks_in_use, -1);
+    c->next = s->cache;
+    s->cache = c;
+    if (RT_UNLIKELY(++s->ncache > 2 * JOBQ_CORO_CACHE_STACKS))
+        stack_put_slow(rt, s);
+}
+
+/* At every switch away from c: the stack pointer must still be inside the
+ * stack, and a stack without a guard page keeps its canary. */
+static inline void
+stack_check(struct coro *c, void *sp)
+{
+    if (RT_UNLIKELY((char *)sp < c->lo + STACK_SP_MARGIN))
+        stack_overflow_abort(c, "stack pointer below the limit at a switch");
+    if (RT_UNLIKELY(c->canary))
+        stack_check_canary(c);
+}
+void stack_stats(struct rt *rt, struct rt_stats *out);
 int stack_thread_init(struct sched *s);
 void stack_thread_fini(struct sched *s);
 

@@ -50,6 +50,14 @@ _Thread_local struct sched *rt_tl_sched;
 /* Lower bound of the adaptive spin, so a thread that spun in vain many
  * times still notices a hand-off that lands right after its work ends. */
 #define SPIN_MIN_NS 2000
+/* Coroutine ids a thread reserves at once: one atomic per block instead of
+ * one per spawn. */
+#define ID_BLOCK 1024
+/* rt_stats.peak is refreshed when a thread's load rises past its mark; the
+ * mark follows a falling load only this far behind, so a spawn-and-join
+ * loop (load 1, 2, 1, 2 ...) never pays for it. The peak may miss up to
+ * this many coroutines per thread. */
+#define PEAK_SLACK 64
 
 int64_t
 rt_now_ns(void)
@@ -75,7 +83,7 @@ rt_logf(struct rt *rt, enum rt_log_level level, const char *fmt, ...)
     fprintf(stderr, "jobq runtime: %s\n", msg);
 }
 
-static inline void
+static inline __attribute__((always_inline)) void
 stat_add(atomic_uint_fast64_t *c, int64_t d)
 {
     /* Only the owning thread writes, so load+store needs no lock prefix. */
@@ -120,35 +128,13 @@ futex_wait(atomic_int *addr, int val, int64_t timeout_ns)
     syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
 }
 
-static void
-futex_wake(atomic_int *addr)
+void
+futex_wake_all(atomic_int *addr)
 {
     syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* ---- run queues ------------------------------------------------------- */
-
-static inline void
-rq_push_tail(struct sched *s, struct coro *c)
-{
-    c->next = NULL;
-    if (s->rq_tail != NULL)
-        s->rq_tail->next = c;
-    else
-        s->rq_head = c;
-    s->rq_tail = c;
-    s->rq_len++;
-}
-
-static inline void
-rq_push_head(struct sched *s, struct coro *c)
-{
-    c->next = s->rq_head;
-    s->rq_head = c;
-    if (s->rq_tail == NULL)
-        s->rq_tail = c;
-    s->rq_len++;
-}
 
 static inline struct coro *
 rq_pop(struct sched *s)
@@ -175,7 +161,7 @@ notify(struct sched *s)
     }
 }
 
-static void
+void
 remote_push(struct sched *s, struct coro *c)
 {
     struct coro *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
@@ -206,33 +192,31 @@ remote_drain(struct sched *s)
     }
 }
 
-void
-coro_ready(struct coro *c)
-{
-    struct sched *home = c->home;
-
-    if (home == rt_tl_sched) {
-        c->state = CORO_RUNNABLE;
-        rq_push_tail(home, c);
-    } else {
-        remote_push(home, c);
-    }
-}
-
 /* ---- waiters ---------------------------------------------------------- */
 
+/*
+ * The watch. A thread that runs out of work spins before it sleeps (see
+ * spin_for_work); if the coroutine that parked last is still parked, the
+ * thread spins on that coroutine's waiter line as well as on its remote
+ * queue. A waker on another thread that completes that waiter then only
+ * flips `handoff` to TAKEN, in the line it already owns after the claim,
+ * and the home thread runs the coroutine as soon as it sees the flip: one
+ * cache-line transfer instead of a push onto the remote queue (a CAS on
+ * another line), its drain, and the coroutine's own line read back. This
+ * is the request-reply case: a coroutine asks another thread and waits.
+ */
 void
-waiter_complete(struct waiter *w, int status, int index)
+waiter_hand_over(struct waiter *w, struct coro *co)
 {
-    struct coro *co = w->co;
+    int expect = HANDOFF_WATCHING;
 
-    w->status = status;
-    w->index = index;
-    atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
-    if (co != NULL)
-        coro_ready(co);
-    else
-        futex_wake(&w->fired); /* harmless if the waiter already left */
+    /* The owner cannot run before this decides: it is readied either by
+     * the TAKEN below or by the push, so w is still valid here. */
+    if (atomic_load_explicit(&w->handoff, memory_order_relaxed) == HANDOFF_WATCHING &&
+        atomic_compare_exchange_strong_explicit(&w->handoff, &expect, HANDOFF_TAKEN,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        return;
+    remote_push(co->home, co);
 }
 
 bool
@@ -244,93 +228,188 @@ waiter_fire(struct waiter *w, int status, int index)
     return true;
 }
 
-/* ---- timers: a binary min-heap per thread ------------------------------ */
+/* ---- timers: a 4-ary min-heap per thread ------------------------------- */
 
-static inline void
-heap_set(struct sched *s, size_t i, struct timer *t)
-{
-    s->heap[i] = t;
-    t->slot = i;
-}
+/*
+ * Four children per node halve the depth of a binary heap (10 levels for a
+ * million timers), and the array is offset by three entries so that the
+ * four children of a node, 16 bytes each, fill exactly one cache line.
+ */
+#define HEAP_PAD 3
 
 static void
 heap_up(struct sched *s, size_t i)
 {
-    struct timer *t = s->heap[i];
+    struct heap_ent e = s->heap[i];
     while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (s->heap[p]->when <= t->when)
+        size_t p = (i - 1) / 4;
+        if (s->heap[p].when <= e.when)
             break;
-        heap_set(s, i, s->heap[p]);
+        s->heap[i] = s->heap[p];
         i = p;
     }
-    heap_set(s, i, t);
+    s->heap[i] = e;
 }
 
 static void
 heap_down(struct sched *s, size_t i)
 {
-    struct timer *t = s->heap[i];
+    struct heap_ent e = s->heap[i];
+    size_t n = s->nheap;
     for (;;) {
-        size_t l = 2 * i + 1, m = i;
-        struct timer *mt = t;
-        if (l < s->nheap && s->heap[l]->when < mt->when)
-            m = l, mt = s->heap[l];
-        if (l + 1 < s->nheap && s->heap[l + 1]->when < mt->when)
-            m = l + 1, mt = s->heap[l + 1];
+        size_t c = 4 * i + 1, end = c + 4 < n ? c + 4 : n, m = i;
+        int64_t mw = e.when;
+        for (size_t k = c; k < end; k++) {
+            if (s->heap[k].when < mw) {
+                m = k;
+                mw = s->heap[k].when;
+            }
+        }
         if (m == i)
             break;
-        heap_set(s, i, mt);
+        s->heap[i] = s->heap[m];
         i = m;
     }
-    heap_set(s, i, t);
+    s->heap[i] = e;
+}
+
+static struct timer_rec *
+heap_pop(struct sched *s)
+{
+    struct timer_rec *rec = s->heap[0].rec;
+    if (--s->nheap > 0) {
+        s->heap[0] = s->heap[s->nheap];
+        heap_down(s, 0);
+    }
+    return rec;
+}
+
+static bool
+heap_grow(struct sched *s)
+{
+    size_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
+    struct heap_ent *mem = aligned_alloc(64, (cap + 4) * sizeof(*mem));
+    if (mem == NULL)
+        return false;
+    if (s->nheap > 0)
+        memcpy(mem + HEAP_PAD, s->heap, s->nheap * sizeof(*mem));
+    free(s->heap_mem);
+    s->heap_mem = mem;
+    s->heap = mem + HEAP_PAD;
+    s->heap_cap = cap;
+    return true;
+}
+
+#define REC_CHUNK 255
+
+struct rec_chunk {
+    struct rec_chunk *next;
+    struct timer_rec recs[REC_CHUNK];
+};
+
+static struct timer_rec *
+rec_get(struct sched *s)
+{
+    struct timer_rec *r = s->rec_free;
+    if (r == NULL) {
+        struct rec_chunk *ch = malloc(sizeof(*ch));
+        if (ch == NULL)
+            return NULL;
+        ch->next = s->rec_chunks;
+        s->rec_chunks = ch;
+        for (int i = REC_CHUNK - 1; i >= 0; i--) {
+            ch->recs[i].next = r;
+            r = &ch->recs[i];
+        }
+    }
+    s->rec_free = r->next;
+    return r;
+}
+
+static void
+rec_put(struct sched *s, struct timer_rec *r)
+{
+    r->next = s->rec_free;
+    s->rec_free = r;
+}
+
+/* Drops stale records from the top, so the heap's first deadline (the
+ * one the thread sleeps until) is always a live one: an unhooked timeout
+ * never wakes an idle thread. */
+static void
+heap_trim(struct sched *s)
+{
+    while (s->nheap > 0 && s->heap[0].rec->t == NULL) {
+        rec_put(s, heap_pop(s));
+        s->nstale--;
+    }
+}
+
+/* Rebuilds the heap without its stale records once they are the majority:
+ * memory and depth stay proportional to the armed timers, and each
+ * unhook pays O(1) amortized. */
+static void
+heap_compact(struct sched *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nheap; i++) {
+        if (s->heap[i].rec->t != NULL)
+            s->heap[n++] = s->heap[i];
+        else
+            rec_put(s, s->heap[i].rec);
+    }
+    s->nheap = n;
+    s->nstale = 0;
+    for (size_t i = n / 4 + 1; i-- > 0;)
+        if (i < n)
+            heap_down(s, i);
 }
 
 void
 timer_add(struct sched *s, struct timer *t)
 {
-    if (s->nheap == s->heap_cap) {
-        size_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
-        struct timer **h = realloc(s->heap, cap * sizeof(*h));
-        if (h == NULL) {
-            /* No room to remember the timeout: end the wait now rather
-             * than sleep forever. */
-            waiter_fire(t->w, -ENOMEM, -1);
-            return;
-        }
-        s->heap = h;
-        s->heap_cap = cap;
+    struct timer_rec *rec;
+
+    if ((s->nheap == s->heap_cap && !heap_grow(s)) || (rec = rec_get(s)) == NULL) {
+        /* No room to remember the timeout: end the wait now rather than
+         * sleep forever. */
+        waiter_fire(t->w, -ENOMEM, -1);
+        return;
     }
-    s->heap[s->nheap] = t;
-    t->slot = s->nheap++;
-    heap_up(s, t->slot);
+    rec->t = t;
+    t->rec = rec;
+    s->heap[s->nheap] = (struct heap_ent){t->when, rec};
+    heap_up(s, s->nheap++);
 }
 
 void
-timer_del(struct sched *s, struct timer *t)
+timer_cancel(struct sched *s, struct timer *t)
 {
-    size_t i = t->slot;
-    if (i == SIZE_MAX)
+    if (t->rec == NULL)
         return;
-    t->slot = SIZE_MAX;
-    s->nheap--;
-    if (i == s->nheap)
-        return;
-    heap_set(s, i, s->heap[s->nheap]);
-    if (i > 0 && s->heap[(i - 1) / 2]->when > s->heap[i]->when)
-        heap_up(s, i);
-    else
-        heap_down(s, i);
+    t->rec->t = NULL;
+    t->rec = NULL;
+    s->nstale++;
+    heap_trim(s);
+    if (s->nstale > 64 && s->nstale > s->nheap / 2)
+        heap_compact(s);
 }
 
 static void
 timers_run(struct sched *s, int64_t now)
 {
-    while (s->nheap > 0 && s->heap[0]->when <= now) {
-        struct timer *t = s->heap[0];
-        timer_del(s, t);
-        waiter_fire(t->w, t->status, -1);
+    while (s->nheap > 0 && s->heap[0].when <= now) {
+        struct timer_rec *rec = heap_pop(s);
+        struct timer *t = rec->t;
+        if (t != NULL) {
+            t->rec = NULL;
+            waiter_fire(t->w, t->status, -1);
+        } else {
+            s->nstale--;
+        }
+        rec_put(s, rec);
     }
+    heap_trim(s);
 }
 
 /* ---- switching -------------------------------------------------------- */
@@ -414,6 +493,18 @@ switch_to(struct sched *s, struct coro *from, struct coro *to)
  * or dead) for the next runnable one, or for the scheduler loop when none
  * is left or it is time to poll. Returns when self runs again.
  */
+/* Every JOBQ_SCHED_POLL_EVERY switches: true if a timer is due or the
+ * event base has not been polled for JOBQ_SCHED_POLL_NS, so the thread
+ * should pass through its scheduler loop. Reading the clock there instead
+ * of polling outright keeps epoll_wait (~100 ns) off the switch path. */
+static bool
+poll_due(struct sched *s)
+{
+    int64_t now = rt_now_ns();
+    s->poll_countdown = JOBQ_SCHED_POLL_EVERY;
+    return now - s->polled >= JOBQ_SCHED_POLL_NS || (s->nheap > 0 && s->heap[0].when <= now);
+}
+
 static void
 schedule_next(struct sched *s, struct coro *self)
 {
@@ -421,7 +512,7 @@ schedule_next(struct sched *s, struct coro *self)
 
     if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL)
         remote_drain(s);
-    if (RT_LIKELY(++s->ticks % JOBQ_SCHED_POLL_EVERY != 0))
+    if (RT_LIKELY(--s->poll_countdown != 0) || !poll_due(s))
         next = rq_pop(s);
     if (next == self) {
         /* Woken (or yielded) before anyone else was ready: keep going. */
@@ -461,27 +552,6 @@ coro_yield(void)
 
 /* ---- coroutine life --------------------------------------------------- */
 
-static void
-live_add(struct sched *s, struct coro *c)
-{
-    c->lprev = NULL;
-    c->lnext = s->live_head;
-    if (s->live_head != NULL)
-        s->live_head->lprev = c;
-    s->live_head = c;
-}
-
-static void
-live_del(struct sched *s, struct coro *c)
-{
-    if (c->lprev != NULL)
-        c->lprev->lnext = c->lnext;
-    else
-        s->live_head = c->lnext;
-    if (c->lnext != NULL)
-        c->lnext->lprev = c->lprev;
-}
-
 /* First code a coroutine runs, reached from rt_ctx_trampoline. */
 static void __attribute__((noreturn)) coro_entry(struct coro *c)
 {
@@ -490,7 +560,6 @@ static void __attribute__((noreturn)) coro_entry(struct coro *c)
 
     after_switch(c);
     s = rt_tl_sched;
-    live_add(s, c);
     stat_add(&s->st.live, 1);
     stat_add(&s->st.spawned, 1);
 
@@ -499,10 +568,14 @@ static void __attribute__((noreturn)) coro_entry(struct coro *c)
     pool = c->pool;
     if (pool != NULL)
         coro_pool_release(pool);
-    live_del(s, c);
     stat_add(&s->st.live, -1);
-    atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&s->rt->live, 1, memory_order_relaxed);
+    own_add(&s->st.exited, 1);
+    {
+        /* Let the peak mark follow a falling load (see PEAK_SLACK). */
+        long load = sched_load(s);
+        if (load + PEAK_SLACK < s->peak_mark)
+            s->peak_mark = load + PEAK_SLACK;
+    }
     c->state = CORO_DEAD;
     s->dead = c;
     schedule_next(s, c);
@@ -543,18 +616,56 @@ static struct sched *
 pick_thread(struct rt *rt, struct sched *cur)
 {
     struct sched *best = NULL;
-    long best_load = LONG_MAX;
+    long best_load = LONG_MAX, cur_load = 0;
 
+    /* A lightly loaded spawner keeps its child without looking at the
+     * other threads, whose counters live on lines they keep writing. */
+    if (cur != NULL && (cur_load = sched_load(cur)) <= JOBQ_SPAWN_LOCAL_SLACK)
+        return cur;
     for (int i = 0; i < rt->nthreads; i++) {
         struct sched *s = &rt->threads[i];
-        long l = atomic_load_explicit(&s->load, memory_order_relaxed);
+        long l = sched_load(s);
         if (l < best_load)
             best = s, best_load = l;
     }
-    if (cur != NULL && atomic_load_explicit(&cur->load, memory_order_relaxed) <=
-                           best_load + JOBQ_SPAWN_LOCAL_SLACK)
+    if (cur != NULL && cur_load <= best_load + JOBQ_SPAWN_LOCAL_SLACK)
         return cur;
     return best;
+}
+
+/* Raises rt->peak to the sum of the threads' loads, if higher. */
+static void
+peak_update(struct rt *rt)
+{
+    long sum = 0, peak;
+    for (int i = 0; i < rt->nthreads; i++)
+        sum += sched_load(&rt->threads[i]);
+    peak = atomic_load_explicit(&rt->peak, memory_order_relaxed);
+    while (sum > peak && !atomic_compare_exchange_weak_explicit(
+                             &rt->peak, &peak, sum, memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
+static uint64_t
+next_id(struct rt *rt, struct sched *cur)
+{
+    if (cur == NULL)
+        return atomic_fetch_add_explicit(&rt->next_id, 1, memory_order_relaxed) + 1;
+    if (cur->id_next == cur->id_end) {
+        cur->id_next = atomic_fetch_add_explicit(&rt->next_id, ID_BLOCK, memory_order_relaxed);
+        cur->id_end = cur->id_next + ID_BLOCK;
+    }
+    return ++cur->id_next;
+}
+
+/* snprintf("%s") costs more than the rest of a spawn; names are short. */
+static inline void
+copy_name(char *dst, const char *name)
+{
+    size_t i = 0;
+    for (; i < JOBQ_CORO_NAME_BYTES - 1 && name[i] != '\0'; i++)
+        dst[i] = name[i];
+    dst[i] = '\0';
 }
 
 int
@@ -563,7 +674,6 @@ coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *),
 {
     struct sched *cur = rt_tl_sched, *target;
     struct coro *c;
-    long live, peak;
 
     if (rt == NULL || fn == NULL || thread >= rt->nthreads || thread < -1)
         return -EINVAL;
@@ -578,10 +688,10 @@ coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *),
     c->arg = arg;
     c->pool = pool;
     c->home = target;
-    c->id = atomic_fetch_add_explicit(&rt->next_id, 1, memory_order_relaxed) + 1;
+    c->id = next_id(rt, cur);
     c->state = CORO_RUNNABLE;
     c->wait = 0;
-    snprintf(c->name, sizeof(c->name), "%s", name ? name : "coro");
+    copy_name(c->name, name ? name : "coro");
 #if defined(JOBQ_TSAN)
     c->tsan_fiber = __tsan_create_fiber(0);
 #endif
@@ -589,20 +699,27 @@ coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *),
     c->asan_fake = NULL;
 #endif
     frame_init(c);
-    atomic_fetch_add_explicit(&target->load, 1, memory_order_relaxed);
-    live = atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed) + 1;
-    peak = atomic_load_explicit(&rt->peak, memory_order_relaxed);
-    while (live > peak && !atomic_compare_exchange_weak_explicit(
-                              &rt->peak, &peak, live, memory_order_relaxed, memory_order_relaxed))
-        ;
+    if (target == cur) {
+        long load;
+        own_add(&cur->st.placed_local, 1);
+        if ((load = sched_load(cur)) > cur->peak_mark) {
+            cur->peak_mark = load;
+            peak_update(rt);
+        }
+    } else {
+        atomic_fetch_add_explicit(&target->placed_remote, 1, memory_order_relaxed);
+        peak_update(rt);
+    }
 
     if (target == cur && cur->current != NULL) {
-        /* Run the child now and resume the spawner right after it parks:
-         * the child's stack is cache-hot and a spawn-join costs two
-         * switches. */
+        /* Run the child now: its stack is cache-hot and a spawn-join costs
+         * two switches. The spawner resumes as soon as the child parks,
+         * unless others were already waiting to run: it queues behind
+         * them, so a loop of spawns cannot starve coroutines that timers
+         * or wake-ups made runnable meanwhile. */
         struct coro *self = cur->current;
         self->state = CORO_RUNNABLE;
-        rq_push_head(cur, self);
+        rq_push_tail(cur, self);
         switch_to(cur, self, c);
     } else if (target == cur) {
         rq_push_tail(cur, c); /* from the scheduler context (an event callback) */
@@ -676,7 +793,7 @@ rt_event_base(struct rt *rt, int thread)
 /* ---- the common wait frame -------------------------------------------- */
 
 int
-wait_begin(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
+wait_begin_slow(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
 {
     struct sched *s = rt_tl_sched;
     int64_t when = INT64_MAX;
@@ -684,9 +801,10 @@ wait_begin(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
 
     wt->w.co = s ? s->current : NULL;
     atomic_init(&wt->w.fired, WAITER_ARMED);
+    atomic_init(&wt->w.handoff, HANDOFF_NONE);
     wt->w.status = 0;
     wt->w.index = -1;
-    wt->t.slot = SIZE_MAX;
+    wt->t.rec = NULL;
     wt->t.w = &wt->w;
     wt->reg.ctx = ctx;
     wt->reg.linked = false;
@@ -708,6 +826,7 @@ wait_begin(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
     }
     wt->t.when = when;
     wt->t.status = tstatus;
+    wt->w.solo = ctx == NULL && when == INT64_MAX;
     return 0;
 }
 
@@ -738,7 +857,7 @@ thread_block(struct wait *wt)
 }
 
 int
-wait_park(struct wait *wt, enum coro_wait reason)
+wait_park_slow(struct wait *wt, enum coro_wait reason)
 {
     struct waiter *w = &wt->w;
     struct sched *s = rt_tl_sched;
@@ -756,8 +875,11 @@ wait_park(struct wait *wt, enum coro_wait reason)
     if (w->co != NULL) {
         if (wt->t.when != INT64_MAX)
             timer_add(s, &wt->t);
+        s->watch = w;
         coro_park(reason);
-        timer_del(s, &wt->t);
+        if (s->watch == w)
+            s->watch = NULL;
+        timer_cancel(s, &wt->t);
     } else {
         thread_block(wt);
     }
@@ -875,33 +997,71 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)arg;
 }
 
-/* Busy-waits up to the adaptive budget for work from other threads: a
+/*
+ * Busy-waits up to the adaptive budget for work from other threads: a
  * hand-off that lands meanwhile costs a cache-line transfer instead of an
- * eventfd write and a futex wake-up. Returns true if work arrived. */
+ * eventfd write and a futex wake-up. Returns true if work arrived.
+ *
+ * The budget doubles when spinning paid and halves when it did not, within
+ * SPIN_MIN_NS..JOBQ_SCHED_SPIN_NS. The ceiling must exceed the wake-up
+ * latency of a sleeping thread: a thread that had to wake its partner then
+ * spins while the partner wakes and answers, and so the two fall back into
+ * spinning instead of waking each other with eventfd writes for good.
+ */
 static bool
 spin_for_work(struct sched *s)
 {
-    int64_t start = rt_now_ns(), budget = s->spin_ns;
+    struct waiter *w = s->watch;
+    int64_t start = 0, budget = s->spin_ns;
+    bool work = false, paid = false;
 
+    if (w != NULL)
+        atomic_store_explicit(&w->handoff, HANDOFF_WATCHING, memory_order_relaxed);
+    /* The first iterations go without `pause` (~40 ns here): a hand-off
+     * that is already on its way is seen as soon as it lands. */
     for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL) {
-            s->spin_ns = budget * 2 > JOBQ_SCHED_SPIN_NS ? JOBQ_SCHED_SPIN_NS : budget * 2;
-            return true;
+        if ((w != NULL &&
+             atomic_load_explicit(&w->handoff, memory_order_relaxed) == HANDOFF_TAKEN) ||
+            atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL) {
+            work = paid = true;
+            break;
         }
-        if (atomic_load_explicit(&s->exit, memory_order_relaxed))
-            return true;
+        if (atomic_load_explicit(&s->exit, memory_order_relaxed)) {
+            work = true;
+            break;
+        }
         if (i > 64)
             rt_cpu_relax();
         if ((i & 31) == 0) {
-            int64_t now = rt_now_ns();
-            if (s->nheap > 0 && s->heap[0]->when <= now)
-                return true;
+            /* The budget runs from the first look at the clock: no clock
+             * read (~16 ns) stands between parking and spinning. */
+            int64_t now = s->now = rt_now_ns();
+            if (start == 0)
+                start = now;
+            if (s->nheap > 0 && s->heap[0].when <= now) {
+                work = true;
+                break;
+            }
             if (now - start > budget)
                 break;
         }
     }
-    s->spin_ns = budget / 2 < SPIN_MIN_NS ? SPIN_MIN_NS : budget / 2;
-    return false;
+    if (w != NULL) {
+        int expect = HANDOFF_WATCHING;
+        if (!atomic_compare_exchange_strong_explicit(&w->handoff, &expect, HANDOFF_NONE,
+                                                     memory_order_acquire, memory_order_acquire)) {
+            /* TAKEN: the waker left the coroutine to us. */
+            s->watch = NULL;
+            w->co->state = CORO_RUNNABLE;
+            rq_push_tail(s, w->co);
+            work = paid = true;
+        }
+    }
+    if (paid)
+        s->spin_ns = budget * 2 > JOBQ_SCHED_SPIN_NS ? JOBQ_SCHED_SPIN_NS : budget * 2;
+    else if (!work)
+        s->spin_ns = budget / 2 < SPIN_MIN_NS ? SPIN_MIN_NS : budget / 2;
+    return work;
 }
 
 static void
@@ -913,7 +1073,7 @@ sleep_in_base(struct sched *s)
         return;
     }
     if (s->nheap > 0) {
-        int64_t d = s->heap[0]->when - rt_now_ns();
+        int64_t d = s->heap[0].when - rt_now_ns();
         struct timeval tv = {0, 0};
         if (d > 0) {
             tv.tv_sec = d / 1000000000;
@@ -925,6 +1085,7 @@ sleep_in_base(struct sched *s)
     }
     event_base_loop(s->base, EVLOOP_ONCE);
     atomic_store(&s->sleeping, 0);
+    s->polled = rt_now_ns();
 }
 
 static void *
@@ -954,25 +1115,39 @@ sched_main(void *arg)
         s->asan_stack_size = size;
     }
 #endif
-    for (;;) {
+    for (bool spun = false;;) {
         struct coro *c;
 
-        atomic_fetch_add_explicit(&s->activity, 1, memory_order_relaxed);
+        stat_add(&s->activity, 1);
         if (atomic_load_explicit(&s->exit, memory_order_acquire))
             break;
         if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL)
             remote_drain(s);
-        s->now = rt_now_ns();
-        timers_run(s, s->now);
+        /* Right after a spin the clock it read is fresh enough: run what
+         * it caught without reading it again. */
+        if (spun || (s->nheap == 0 && --s->poll_countdown != 0)) {
+            /* No timers, or a spin just read the clock: only the poll
+             * needs the time, and every JOBQ_SCHED_POLL_EVERY passes is
+             * often enough for it. */
+            timers_run(s, s->now);
+        } else {
+            s->poll_countdown = JOBQ_SCHED_POLL_EVERY;
+            s->now = rt_now_ns();
+            timers_run(s, s->now);
+            if (s->now - s->polled >= JOBQ_SCHED_POLL_NS) {
+                /* A thread kept busy by its run queue, or by hand-offs it
+                 * catches while spinning, never sleeps in epoll: let ready
+                 * fds in without sleeping. */
+                s->polled = s->now;
+                event_base_loop(s->base, EVLOOP_NONBLOCK);
+            }
+        }
+        spun = false;
         if ((c = rq_pop(s)) != NULL) {
             switch_to(s, NULL, c);
-            /* Back because it was time to poll: let ready fds in without
-             * sleeping. (An empty run queue polls by sleeping instead.) */
-            if (s->rq_len > 0)
-                event_base_loop(s->base, EVLOOP_NONBLOCK);
             continue;
         }
-        if (spin_for_work(s))
+        if ((spun = spin_for_work(s)))
             continue;
         sleep_in_base(s);
     }
@@ -991,6 +1166,8 @@ rd(atomic_uint_fast64_t *c)
 void
 rt_stats(struct rt *rt, struct rt_stats *out)
 {
+    long live = 0;
+
     memset(out, 0, sizeof(*out));
     out->threads = rt->nthreads;
     for (int i = 0; i < rt->nthreads; i++) {
@@ -999,8 +1176,10 @@ rt_stats(struct rt *rt, struct rt_stats *out)
         for (int r = 0; r < CORO_WAIT_NREASONS; r++)
             out->parked[r] += rd(&s->st.parked[r]);
         out->running += rd(&s->st.running);
+        live += sched_load(s);
     }
-    out->live = (uint64_t)atomic_load(&rt->live);
+    /* Each thread's counters are read at a different instant. */
+    out->live = live > 0 ? (uint64_t)live : 0;
     {
         /* Runnable is what is neither parked nor on a CPU: derived, so the
          * hot path keeps one counter fewer. */
@@ -1010,7 +1189,7 @@ rt_stats(struct rt *rt, struct rt_stats *out)
         out->runnable = out->live > parked + out->running ? out->live - parked - out->running : 0;
     }
     out->peak = (uint64_t)atomic_load(&rt->peak);
-    stack_stats(rt->stacks, out);
+    stack_stats(rt, out);
     blocking_stats(rt->blocking, out);
 }
 
@@ -1025,7 +1204,12 @@ sched_fini(struct sched *s)
         event_base_free(s->base);
     if (s->notify_fd >= 0)
         close(s->notify_fd);
-    free(s->heap);
+    free(s->heap_mem);
+    while (s->rec_chunks != NULL) {
+        struct rec_chunk *ch = s->rec_chunks;
+        s->rec_chunks = ch->next;
+        free(ch);
+    }
 }
 
 static int
@@ -1037,6 +1221,7 @@ sched_init(struct rt *rt, struct sched *s, int index)
     s->index = index;
     s->notify_fd = -1;
     s->spin_ns = JOBQ_SCHED_SPIN_NS;
+    s->poll_countdown = JOBQ_SCHED_POLL_EVERY;
     s->rnd = (uint64_t)rt_now_ns() * 0x9E3779B97F4A7C15ull + (uint64_t)index * 7919 + 1;
     if ((cfg = event_config_new()) == NULL)
         return -ENOMEM;
@@ -1140,6 +1325,16 @@ quiescent(struct rt *rt, uint64_t *last)
     return false;
 }
 
+static void
+report_leak(struct rt *rt, struct coro *c)
+{
+    rt_logf(rt, RT_LOG_ERROR, "leak: coroutine '%s' (id %llu) still %s on thread %d", c->name,
+            (unsigned long long)c->id,
+            c->state == CORO_PARKED ? coro_wait_name((enum coro_wait)c->wait) : "runnable",
+            c->home->index);
+    stack_unpoison(c);
+}
+
 int
 rt_free(struct rt *rt)
 {
@@ -1162,16 +1357,7 @@ rt_free(struct rt *rt)
     }
     for (int i = 0; i < rt->nthreads; i++)
         pthread_join(rt->threads[i].thread, NULL);
-    for (int i = 0; i < rt->nthreads; i++) {
-        for (struct coro *c = rt->threads[i].live_head; c != NULL; c = c->lnext) {
-            rt_logf(rt, RT_LOG_ERROR, "leak: coroutine '%s' (id %llu) still %s on thread %d",
-                    c->name, (unsigned long long)c->id,
-                    c->state == CORO_PARKED ? coro_wait_name((enum coro_wait)c->wait) : "runnable",
-                    i);
-            stack_unpoison(c);
-            leaks++;
-        }
-    }
+    leaks = stack_for_each_used(rt, report_leak);
     for (int i = 0; i < rt->nthreads; i++)
         sched_fini(&rt->threads[i]);
     blocking_pool_free(rt->blocking);
@@ -1206,7 +1392,7 @@ run_main(void *p)
     struct run_arg *ra = p;
     ra->fn(ra->arg);
     atomic_store(&ra->done, 1);
-    futex_wake(&ra->done);
+    futex_wake_all(&ra->done);
 }
 
 int

@@ -32,10 +32,18 @@ rt_ctx_switch:
     stmxcsr (%rsp)
     fnstcw 4(%rsp)
     movq %rsp, (%rdi)
+    /* Loading the control words stalls (ldmxcsr and fldcw serialize),
+     * and coroutines of one thread almost always share them: load only
+     * what differs. Each read matches the size of its store, so it is
+     * forwarded from the store buffer. */
+    movl (%rsp), %eax
+    movzwl 4(%rsp), %ecx
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
+    cmpl (%rsp), %eax
+    jne 2f
+1:  cmpw 4(%rsp), %cx
+    jne 3f
+4:  addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -43,6 +51,10 @@ rt_ctx_switch:
     popq %rbx
     popq %rbp
     ret
+2:  ldmxcsr (%rsp)
+    jmp 1b
+3:  fldcw 4(%rsp)
+    jmp 4b
     .cfi_endproc
     .size rt_ctx_switch, .-rt_ctx_switch
 

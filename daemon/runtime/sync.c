@@ -125,11 +125,28 @@ wl_wait(struct spin *lock, struct wlist *l, struct ctx *ctx, int64_t timeout_ns,
 
 /* ---- wait groups ------------------------------------------------------ */
 
+/*
+ * One atomic word holds the counter and a "waiters queued" flag, as in
+ * Go's sync.WaitGroup: add and done cost one locked add and take the lock
+ * only when the counter reaches zero with waiters queued. Both must come
+ * from one atomic operation: the moment a done brings the counter to zero
+ * a waiter may return and free the group, so the done may not read the
+ * group again unless that same operation showed a waiter still queued.
+ */
+#define WG_WAITERS 1LL
+#define WG_ONE 2LL /* the counter sits above the flag */
+
 struct wg {
+    atomic_llong state; /* counter * WG_ONE | WG_WAITERS */
     struct spin lock;
-    long count;
     struct wlist waiters;
 };
+
+static inline long long
+wg_count(long long state)
+{
+    return (state - (state & WG_WAITERS)) / WG_ONE;
+}
 
 int
 wg_new(struct wg **out)
@@ -151,16 +168,20 @@ void
 wg_add(struct wg *wg, int n)
 {
     struct wnode *list = NULL;
+    long long state = atomic_fetch_add(&wg->state, n * WG_ONE) + n * WG_ONE;
 
-    spin_lock(&wg->lock);
-    wg->count += n;
-    if (wg->count < 0) {
-        spin_unlock(&wg->lock);
+    if (wg_count(state) < 0) {
         rt_logf(NULL, RT_LOG_ERROR, "fatal: wait group counter went negative");
         abort(); /* as Go's panic: a done without its add is a logic error */
     }
-    if (wg->count == 0)
+    if (wg_count(state) != 0 || !(state & WG_WAITERS))
+        return;
+    /* Queued waiters cannot leave before they are woken: wg is valid. */
+    spin_lock(&wg->lock);
+    if (wg_count(atomic_load(&wg->state)) == 0) { /* an add may have raised it again */
         list = wl_claim_all(&wg->waiters);
+        atomic_fetch_and(&wg->state, ~WG_WAITERS);
+    }
     spin_unlock(&wg->lock);
     wake_all(list);
 }
@@ -174,12 +195,25 @@ wg_done(struct wg *wg)
 int
 wg_wait(struct wg *wg, struct ctx *ctx, int64_t timeout_ns)
 {
+    int rc;
+
+    if (wg_count(atomic_load(&wg->state)) == 0)
+        return 0;
     spin_lock(&wg->lock);
-    if (wg->count == 0) {
+    if (wg_count(atomic_fetch_or(&wg->state, WG_WAITERS)) == 0) {
+        if (wg->waiters.head == NULL)
+            atomic_fetch_and(&wg->state, ~WG_WAITERS);
         spin_unlock(&wg->lock);
         return 0;
     }
-    return wl_wait(&wg->lock, &wg->waiters, ctx, timeout_ns, CORO_WAIT_WG);
+    if ((rc = wl_wait(&wg->lock, &wg->waiters, ctx, timeout_ns, CORO_WAIT_WG)) != 0) {
+        /* Timed out or canceled: wl_wait took us off the list. */
+        spin_lock(&wg->lock);
+        if (wg->waiters.head == NULL)
+            atomic_fetch_and(&wg->state, ~WG_WAITERS);
+        spin_unlock(&wg->lock);
+    }
+    return rc;
 }
 
 /* ---- mutex ------------------------------------------------------------ */

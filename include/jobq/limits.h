@@ -27,21 +27,30 @@
  * stacks, so a million coroutines cost a few thousand map entries. */
 #define JOBQ_CORO_STACKS_PER_SLAB 64
 /* Free stacks a scheduler thread keeps for reuse before returning a batch
- * to the shared pool; the shared pool releases memory (MADV_DONTNEED)
- * beyond JOBQ_CORO_POOL_KEEP stacks. */
+ * to the shared pool; the shared pool keeps JOBQ_CORO_POOL_KEEP stacks
+ * resident, or a quarter of the live coroutines if more (a load that just
+ * fell tends to come back, and a resident stack is reused without a page
+ * fault), and releases the memory of the rest (MADV_DONTNEED). */
 #define JOBQ_CORO_CACHE_STACKS 64
 #define JOBQ_CORO_POOL_KEEP 1024
 /* A new coroutine stays on the spawner's thread unless that thread has
  * more than this many live coroutines above the least-loaded thread:
  * keeps hand-offs local (cache-hot) while bursts still spread out. */
 #define JOBQ_SPAWN_LOCAL_SLACK 4
-/* Coroutine switches between two polls of the event loop while a thread
- * stays busy: bounds how long ready fds and timers wait behind CPU work. */
+/* Coroutine switches between two looks at the clock while a thread stays
+ * busy: a due timer waits at most this many switches. */
 #define JOBQ_SCHED_POLL_EVERY 61
-/* How long an idle scheduler thread spins on its remote queue before it
- * sleeps in epoll: a cross-thread hand-off that lands within it costs a
- * cache-line transfer instead of an eventfd write and a futex wake-up. */
-#define JOBQ_SCHED_SPIN_NS 20000
+/* Longest a busy thread goes without polling its event base: bounds how
+ * long a ready fd waits behind CPU work and hand-offs, while keeping
+ * epoll_wait (~100 ns here) to a fraction of a percent of the time. */
+#define JOBQ_SCHED_POLL_NS 50000
+/* Longest an idle scheduler thread spins on its remote queue before it
+ * sleeps in epoll (the spin adapts below it): a cross-thread hand-off that
+ * lands within it costs a cache-line transfer instead of an eventfd write
+ * (~6 us in a VM) and a wake-up (25-75 us measured on a 2-vCPU KVM guest).
+ * Must exceed that wake-up latency, or two threads that once fell asleep
+ * keep waking each other through eventfd instead of spinning again. */
+#define JOBQ_SCHED_SPIN_NS 100000
 /* Helper threads of the blocking pool (file I/O, SQLite reads). */
 #define JOBQ_BLOCKING_THREADS 4
 
