@@ -5,13 +5,17 @@
 #    at a random moment, restart; every acknowledged id is still there with
 #    its own unique key, no id was acknowledged twice. A submit whose reply
 #    was lost is sent again with the same unique key, as a careful client
-#    would, in the next round.
+#    would, in the next round. Half the submitters use a paused queue,
+#    half a running one (the crashes then cut claims and completions too).
+#    Then kill -9 during start-up (recovery, the integrity check) a few
+#    times, and check again.
 #  - crash while running: 50 jobs each holding an flock; kill -9, restart:
 #    the leftovers are killed before anything runs again, every job
 #    completes, no two runs of a job overlapped.
 #  - drain: SIGTERM with 20 jobs running and --shutdown-grace 2s.
 # JOBQ_CHAOS=1 (make chaos) scales the rounds up: 50 submit crashes instead
-# of 10, 5 running crashes instead of 1, 3 drains instead of 1.
+# of 10, 20 start-up crashes instead of 5, 5 running crashes instead of 1,
+# 3 drains instead of 1.
 . "$(dirname "$0")/lib.sh"
 
 SUBMITTER=$JOBQ_BUILD/tools/submitter
@@ -20,9 +24,9 @@ if [ ! -x "$SUBMITTER" ]; then
     exit 0
 fi
 if [ -n "${JOBQ_CHAOS:-}" ]; then
-    SUBMIT_ROUNDS=50 RUN_ROUNDS=5 DRAIN_ROUNDS=3
+    SUBMIT_ROUNDS=50 BOOT_ROUNDS=20 RUN_ROUNDS=5 DRAIN_ROUNDS=3
 else
-    SUBMIT_ROUNDS=10 RUN_ROUNDS=1 DRAIN_ROUNDS=1
+    SUBMIT_ROUNDS=10 BOOT_ROUNDS=5 RUN_ROUNDS=1 DRAIN_ROUNDS=1
 fi
 NSUB=16
 cd "$T" || exit 1
@@ -55,8 +59,8 @@ last_recover() { grep ' recover ' "$T/jobqd.log" | tail -1; }
 
 # --- 1. crash during submits -------------------------------------------------
 start_daemon --concurrency 16 || exit 1
-# Submitted into a paused queue: what is tested here is the store, and a
-# growing backlog of running jobs would only slow the rounds down.
+# Half into a paused queue (a backlog of running jobs would only slow the
+# rounds down), half into one that runs.
 jq pause crash >/dev/null
 for s in $(seq 1 $NSUB); do : >"acks.$s"; done
 : >sub.err
@@ -67,7 +71,9 @@ for r in $(seq 1 "$SUBMIT_ROUNDS"); do
         # The next key is the one after the last acknowledged: a key sent
         # but not acknowledged is sent again (idempotent by --unique).
         next=$(($(wc -l <"acks.$s") + 1))
-        "$SUBMITTER" "$SOCK" submit "s$s" "$next" crash >>"acks.$s" 2>>sub.err &
+        q=crash
+        [ $((s % 2)) = 0 ] && q=run
+        "$SUBMITTER" "$SOCK" submit "s$s" "$next" $q >>"acks.$s" 2>>sub.err &
         pids="$pids $!"
     done
     # The random moment of the crash (fault timing, not a wait for a
@@ -82,6 +88,19 @@ for r in $(seq 1 "$SUBMIT_ROUNDS"); do
     }
 done
 took_ms=$((($(now_ns) - t0) / 1000000))
+# kill -9 during start-up: in recovery, in the integrity check, before
+# the socket is up.
+for r in $(seq 1 "$BOOT_ROUNDS"); do
+    crash
+    "$JOBQD" --state-dir "$STATE" --foreground --concurrency 16 >>"$T/jobqd.log" 2>&1 &
+    DAEMON_PID=$!
+    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.3f", r % 200 / 1000 }')"
+done
+crash
+start_daemon --concurrency 16 || {
+    fail "crash during start-up: the daemon comes back" "see its log"
+    exit 1
+}
 cat acks.* >acks.all
 acked=$(wc -l <acks.all)
 inflight=$(grep -c '^inflight' sub.err)
@@ -94,11 +113,11 @@ total=$(jq stats --json | "$JGET" .store.jobs)
 # Jobs committed whose reply never arrived and whose key was not sent
 # again (the last round's in-flight submits): at most one per submitter.
 unacked=$((total - acked))
-echo "FIGURE crash_submit rounds=$SUBMIT_ROUNDS submitters=$NSUB acked=$acked lost=$lost" \
+echo "FIGURE crash_submit rounds=$SUBMIT_ROUNDS startup_kills=$BOOT_ROUNDS submitters=$NSUB acked=$acked lost=$lost" \
     "duplicated=$dup mismatched=$mismatched committed_unacked=$unacked inflight_at_kill=$inflight" \
     "took_ms=$took_ms"
 if [ "$acked" -gt 0 ] && [ "$vrc" = 0 ] && [ "$lost" = 0 ] && [ "$mismatched" = 0 ]; then
-    pass "crash during submits: every acknowledged id survives $SUBMIT_ROUNDS kill -9 ($acked acked)"
+    pass "crash during submits: every acknowledged id survives $((SUBMIT_ROUNDS + BOOT_ROUNDS)) kill -9 ($acked acked)"
 else
     fail "crash during submits: every acknowledged id survives" \
         "acked=$acked lost=$lost mismatched=$mismatched verify: $(echo "$out" | tail -1)"
@@ -131,27 +150,32 @@ NJOBS=50
 start_daemon --concurrency 64 --kill-grace 1s || exit 1
 killed_total=0
 for round in $(seq 1 "$RUN_ROUNDS"); do
-    rm -f runs.* lock.*
+    rm -f runs.* lock.* release
     ids=
+    # Each run holds on until the test releases it (after the restart), so
+    # that all 50 are alive at the kill however slowly they started.
     for i in $(seq 1 $NJOBS); do
         ids="$ids $(jq submit --backoff 200ms:1s -- flock -n "$T/lock.$i" sh -c \
-            "echo start \$JOBQ_ATTEMPT \$(date +%s%N) >> $T/runs.$i; sleep 3; echo end \$JOBQ_ATTEMPT \$(date +%s%N) >> $T/runs.$i")"
+            "echo start \$JOBQ_ATTEMPT \$(date +%s%N) >> $T/runs.$i; n=0; while [ ! -e $T/release ] && [ \$n -lt 600 ]; do sleep 0.1; n=\$((n + 1)); done; echo end \$JOBQ_ATTEMPT \$(date +%s%N) >> $T/runs.$i")"
     done
     if ! until_ok 30 "test \$(cat runs.* 2>/dev/null | grep -c '^start') -ge $NJOBS"; then
         fail "crash while running: $NJOBS jobs start" "$(cat runs.* 2>/dev/null | grep -c start) started"
         break
     fi
     alive_before=$(marked 1 | wc -l)
+    nrec=$(grep -c ' recover ' "$T/jobqd.log")
     crash
     t_crash=$(now_ns)
     start_daemon --concurrency 64 --kill-grace 1s || exit 1
     t_ready=$(now_ns)
+    [ "$(grep -c ' recover ' "$T/jobqd.log")" -gt "$nrec" ] || echo "no recover line after the restart"
     # Recovery ran before the socket opened: nothing of the first runs
     # may be alive now.
     survivors=$(marked 1 | wc -l)
     rec=$(last_recover)
     pk=$(echo "$rec" | sed -n 's/.*processes_killed=\([0-9]*\).*/\1/p')
     killed_total=$((killed_total + ${pk:-0}))
+    touch release
     # shellcheck disable=SC2086
     jq wait --timeout 60s $ids >/dev/null 2>&1
     wrc=$?
