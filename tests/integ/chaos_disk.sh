@@ -249,7 +249,19 @@ start_shimmed || exit 1
 : >acked
 for i in $(seq 1 10); do jq submit -- true >>acked; done
 
-# A failed write: the request fails, the daemon goes on.
+# marked: live processes carrying this daemon's job marker.
+marked() {
+    local p
+    for p in /proc/[0-9]*; do
+        grep -qzs "^JOBQ_INSTANCE=$STATE/jobq.db\$" "$p/environ" 2>/dev/null || continue
+        [ "$(awk '{print $3}' "$p/stat" 2>/dev/null)" != Z ] && echo "${p#/proc/}"
+    done
+}
+
+# A failed write: the request fails, the daemon goes on. A job that ends
+# meanwhile has its end recorded once writes work again.
+w=$(jq submit -- sh -c "while [ ! -e $T/go.w ]; do sleep 0.05; done")
+wait_state "$w" running
 echo write >trigger
 jq submit -- true >/dev/null 2>err
 rc=$?
@@ -257,7 +269,12 @@ expect "I/O error on write: the submit fails with storage_error (74)" "74 yes" \
     "$rc $(grep -q 'Input/output error' err && echo yes)"
 jq list >/dev/null 2>&1 && jq show "$(head -1 acked)" >/dev/null 2>&1
 expect "I/O error on write: reads still answer" 0 $?
+touch go.w
+until_ok 10 "grep -q 'job.complete_failed id=$w ' $T/jobqd.log"
 rm -f trigger
+wait_state "$w" succeeded 10
+expect "I/O error on write: a job that ended during the fault is recorded once it is gone" \
+    succeeded "$(state_of "$w")"
 if until_ok 5 'jq submit -- true >>acked'; then
     pass "I/O error on write: writes work again once the fault is gone"
 else
@@ -268,9 +285,12 @@ expect "I/O error on write: the daemon keeps running" 0 $?
 writes=$(grep -c '^pwrite\|^write' shim.log)
 
 for round in $(seq 1 "$ROUNDS"); do
-    # A failed fsync, under load from 4 submitters: the daemon stops,
-    # loudly, and acknowledges nothing it could not sync.
-    rm -f acks.*
+    # A failed fsync, under load from 4 submitters and with a job running:
+    # the daemon stops, loudly, acknowledges nothing it could not sync,
+    # and leaves no job process behind; the job runs again after.
+    rm -f acks.* "go.f$round"
+    f=$(jq submit -- sh -c "while [ ! -e $T/go.f$round ]; do sleep 0.05; done")
+    wait_state "$f" running
     pids=
     for s in 1 2 3 4; do
         "$SUBMITTER" "$SOCK" submit "r$round-s$s" 1 >"acks.$s" 2>/dev/null &
@@ -295,7 +315,15 @@ for round in $(seq 1 "$ROUNDS"); do
         fail "I/O error on fsync ($round): the daemon stops loudly" \
             "exit=$status store.fatal lines=$fatal"
     fi
+    left=$(marked | wc -l)
+    expect "I/O error on fsync ($round): no job process outlives the daemon" 0 "$left"
     start_shimmed || exit 1
+    wait_state "$f" running 10
+    expect "I/O error on fsync ($round): the running job was interrupted and runs again" \
+        "interrupted 2" \
+        "$(jq show --json "$f" | "$JGET" .attempts.0.outcome) $(jq show --json "$f" | "$JGET" .attempt)"
+    touch "go.f$round"
+    wait_state "$f" succeeded 10
     out=$("$SUBMITTER" "$SOCK" verify <acks.all)
     expect "I/O error on fsync ($round): after a restart every acknowledged id is there" \
         "checked $(wc -l <acks.all) missing 0 mismatched 0" "$(echo "$out" | tail -1)"
