@@ -289,6 +289,7 @@ for round in $(seq 1 "$ROUNDS"); do
     # the daemon stops, loudly, acknowledges nothing it could not sync,
     # and leaves no job process behind; the job runs again after.
     rm -f acks.* "go.f$round"
+    : >shim.log
     f=$(jq submit -- sh -c "while [ ! -e $T/go.f$round ]; do sleep 0.05; done")
     wait_state "$f" running
     pids=
@@ -308,7 +309,7 @@ for round in $(seq 1 "$ROUNDS"); do
     cat acks.* >acks.all
     fatal=$(grep -c 'error store.fatal' "$T/jobqd.log")
     echo "FIGURE eio_fsync round=$round exit=$status stop_ms=$took acked=$(wc -l <acks.all)" \
-        "fsyncs_failed=$(grep -c 'sync' shim.log) writes_failed=$writes"
+        "fsyncs_failed=$(grep -c 'sync' shim.log) writes_failed_before=$writes"
     if [ "$status" = 1 ] && [ "$fatal" -ge "$round" ]; then
         pass "I/O error on fsync ($round): the daemon stops loudly (exit 1, store.fatal, ${took}ms)"
     else
