@@ -1,18 +1,29 @@
 #!/bin/bash
 # badinput — whatever arrives on the socket gets an error or a close, and
 # the daemon keeps serving everyone else: garbage, invalid UTF-8, deep
-# nesting, huge numbers, a 4 MiB message, a message stalled mid-line,
-# half-closed connections, connections dropped mid-request, many
-# connections at once, and the connection cap.
+# nesting, huge numbers, a 4 MiB message, a burst of 1000 bad lines on one
+# connection, a request sent byte by byte, a message stalled mid-line,
+# half-closed connections, a client that pipelines and never reads its
+# replies, connections dropped mid-request, many connections at once, and
+# the connection cap. Memory must come back: the daemon's anonymous RSS
+# (heap and stacks, not the mapped libraries) is measured at the start,
+# while 2000 connections are held, after they are gone, and after a
+# second round of 2000 (FIGURE mem_connections):
+#  - the second round leaves no more behind than the first (+1 MiB): what
+#    a burst leaves is a bounded reserve, not a per-connection leak;
+#  - after the burst it is within 8 MiB of the start. What stays is the
+#    runtime's pool of resident coroutine stacks (JOBQ_CORO_POOL_KEEP,
+#    about 1000 stacks of 4-8 KiB): 5.4 MiB measured. An idle connection
+#    costs about 4 KiB while it is open (its coroutine's stack page).
 . "$(dirname "$0")/lib.sh"
 
 start_daemon --request-timeout 1s --max-connections 2100 || exit 1
 
 reply() { "$PROBE" "$SOCK" send "$1" "${2:-1}" 2>/dev/null; }
 code_of() { "$JGET" .error.code 2>/dev/null; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$DAEMON_PID/status"; }
+anon_kib() { awk '/^RssAnon/ {print $2}' "/proc/$DAEMON_PID/status"; }
 
-base_rss=$(rss_kib)
+base_anon=$(anon_kib)
 
 expect "garbage: parse error" -32700 "$(reply 'this is not json\n' | code_of)"
 expect "invalid UTF-8: parse error" -32700 "$(reply '{"jsonrpc":"2.0","id":1,"method":"ping","x":"\xc3\x28"}\n' | code_of)"
@@ -36,6 +47,21 @@ expect "empty command: invalid params" -32602 \
 expect "notification: no reply" "TIMEOUT" \
     "$("$PROBE" "$SOCK" send '{"jsonrpc":"2.0","method":"ping"}\n' 1 2>/dev/null | head -1 | sed 's/.*TIMEOUT.*/TIMEOUT/')"
 
+# 1000 bad lines in one write on one connection: 1000 parse errors, and
+# the connection still serves the ping that follows them.
+burst=$(printf 'not json %.0s\\n' $(seq 1 1000))
+out=$(reply "${burst}"'{"jsonrpc":"2.0","id":"after","method":"ping"}\n' 1001)
+expect "1000 bad lines on one connection: 1000 parse errors" 1000 \
+    "$(echo "$out" | grep -c '"code":-32700')"
+expect "... and the same connection answers the next request" 1 \
+    "$(echo "$out" | grep -c '"id":"after","result":"pong"')"
+
+# Byte by byte (5 ms apart, a CR before the line feed, a two-byte UTF-8
+# character split across reads): framing waits for the line feed.
+out=$("$PROBE" "$SOCK" trickle '{"jsonrpc":"2.0","id":"\xc3\xa9","method":"ping"}\r\n' 5 2>/dev/null)
+expect "a request sent byte by byte is answered" pong "$(echo "$out" | head -1 | "$JGET" .result)"
+expect "... with its id intact" "é" "$(echo "$out" | head -1 | "$JGET" .id)"
+
 out=$("$PROBE" "$SOCK" big $((4 * 1024 * 1024)) 2>/dev/null)
 if [ "$(echo "$out" | head -1 | code_of)" = -32006 ] && echo "$out" | grep -q '^EOF$'; then
     pass "4 MiB message: too_large, then closed"
@@ -55,25 +81,74 @@ fi
 out=$("$PROBE" "$SOCK" halfclose '{"jsonrpc":"2.0","id":7,"method":"ping"}\n' 2>/dev/null)
 expect "half-closed connection still gets its reply" pong "$(echo "$out" | head -1 | "$JGET" .result)"
 
+# A client that pipelines submits and never reads a reply: once its
+# replies stop draining for --request-timeout (1 s here) the connection is
+# cut off, and meanwhile everyone else is served as usual.
+sub='{"jsonrpc":"2.0","id":1,"method":"submit","params":{"command":["true"],"delay_ms":3600000}}\n'
+"$PROBE" "$SOCK" noread 100000 "$sub" >"$T/noread.out" 2>&1 &
+noread=$!
+# Measured once its replies pile up: hundreds of submits committed.
+until_ok 10 'test "$(jq stats --json | "$JGET" .states.scheduled)" -ge 300'
+lat=$("$PROBE" "$SOCK" latency 50 '{"jsonrpc":"2.0","id":1,"method":"ping"}\n' 2>&1)
+wait "$noread"
+cut=$(cat "$T/noread.out")
+ms=$(echo "$cut" | sed -n 's/^closed after \([0-9]*\) ms, sent \([0-9]*\)$/\1/p')
+echo "FIGURE noread_client cut_after_ms=${ms:-none} submits_sent=${cut##* }" \
+    "request_timeout_ms=1000 others_ping_$(echo "$lat" | sed 's/ / others_ping_/g')"
+if [ -n "$ms" ] && [ "$ms" -lt 5000 ]; then
+    pass "a client that never reads its replies is cut off (${ms} ms)"
+else
+    fail "a client that never reads its replies is cut off" "$cut"
+fi
+p90=$(echo "$lat" | sed -n 's/.*p90_us=\([0-9]*\).*/\1/p')
+if [ -n "$p90" ] && [ "$p90" -lt 500000 ]; then
+    pass "... while another connection's pings are answered (p90 ${p90} us)"
+else
+    fail "... while another connection's pings are answered" "$lat"
+fi
+
 "$PROBE" "$SOCK" drop 1000 >/dev/null 2>&1
 expect "1000 connections dropped mid-request: still serving" pong "$(jq ping 2>&1)"
 
 # 2000 connections at once, each idle; the daemon still answers a new one.
-"$PROBE" "$SOCK" hold 2000 5 >"$T/hold.out" 2>&1 &
-holder=$!
-until_ok 20 'grep -q connected "$T/hold.out"'
+# hold2000: opens them, then keeps them until killed.
+hold2000() {
+    "$PROBE" "$SOCK" hold 2000 60 >"$T/hold.out" 2>&1 &
+    holder=$!
+    until_ok 20 'grep -q connected "$T/hold.out"' &&
+        until_ok 20 'test "$(jq stats --json | "$JGET" .connections)" -ge 2001'
+}
+drop2000() {
+    kill "$holder" 2>/dev/null
+    wait "$holder" 2>/dev/null
+    until_ok 10 'test "$(jq stats --json | "$JGET" .connections)" -le 1'
+}
+hold2000
 expect "2000 concurrent connections accepted" "connected 2000" "$(cat "$T/hold.out")"
 expect "... and a new client is served meanwhile" pong "$(jq ping 2>&1)"
-kill "$holder" 2>/dev/null
-wait "$holder" 2>/dev/null
-until_ok 10 'test "$(jq stats --json | "$JGET" .connections)" -le 1'
+held_anon=$(anon_kib)
+drop2000
 expect "connections go back down" 1 "$(jq stats --json | "$JGET" .connections)"
-
-end_rss=$(rss_kib)
-if [ "$end_rss" -le $((base_rss * 2 + 8192)) ]; then
-    pass "memory returns near its baseline (${base_rss} -> ${end_rss} KiB)"
+after_anon=$(anon_kib)
+hold2000
+drop2000
+second_anon=$(anon_kib)
+echo "FIGURE mem_connections conns=2000 start_anon_kib=$base_anon held_anon_kib=$held_anon" \
+    "idle_conn_bytes=$(((held_anon - base_anon) * 1024 / 2000)) after_anon_kib=$after_anon" \
+    "after_second_anon_kib=$second_anon"
+if [ -n "${JOBQ_SANITIZER:-}" ]; then
+    skip "memory returns to its baseline" "under $JOBQ_SANITIZER the figures are the sanitizer's"
+elif [ "$second_anon" -le $((after_anon + 1024)) ]; then
+    pass "a second round of 2000 connections leaves no more behind (${after_anon} -> ${second_anon} KiB)"
 else
-    fail "memory returns near its baseline" "${base_rss} -> ${end_rss} KiB"
+    fail "a second round of 2000 connections leaves no more behind" "${after_anon} -> ${second_anon} KiB"
+fi
+if [ -n "${JOBQ_SANITIZER:-}" ]; then
+    :
+elif [ "$after_anon" -le $((base_anon + 8192)) ]; then
+    pass "memory returns to its baseline plus the stack reserve (${base_anon} -> ${after_anon} KiB)"
+else
+    fail "memory returns to its baseline plus the stack reserve" "${base_anon} -> ${after_anon} KiB"
 fi
 expect "the daemon still works after all that" 0 "$(jq submit --wait -- true >/dev/null 2>&1; echo $?)"
 stop_daemon TERM
