@@ -59,8 +59,21 @@ help_default() {
         on && /^  --/ { exit }
         on && /^$/ { exit }
         on { text = text " " $0 }
-        END { if (match(text, /Default: [^ ]+/)) print substr(text, RSTART + 9, RLENGTH - 9) }
+        END {
+            gsub(/ +/, " ", text)
+            if (match(text, /Default: [^ ]+/)) print substr(text, RSTART + 9, RLENGTH - 9)
+        }
     ' <<<"$HELP" | sed 's/\.$//'
+}
+
+# help_live FLAG: "live" if jobqd --help marks the flag [live].
+help_live() {
+    awk -v f="--$1" '
+        $1 == f { on = 1; text = $0; next }
+        on && (/^  --/ || /^$/) { exit }
+        on { text = text " " $0 }
+        END { if (text ~ /\[live\]/) print "live" }
+    ' <<<"$HELP"
 }
 
 # conf_value FILE KEY: the value of an uncommented key in a config file.
@@ -615,5 +628,21 @@ for code in 0 1 2 3 4; do
     grep -q "^\.It $code\$" "$SRC/man/jobqd.8" || missing="$missing jobqd.8:exit-$code"
 done
 expect "man: every flag, key, command, option and exit status is documented" "" "${missing# }"
+
+# Each flag's default and [live] mark in jobqd.8 are --help's. (threads:
+# its default is this machine's CPU count.)
+wrong=""
+for f in $(help_flags); do
+    item=$(awk -v f="-$f" '$1 == ".It" || $1 == ".El" { on = ($2 == "Fl" && $3 == f) } on' \
+        "$SRC/man/jobqd.8" |
+        tr '\n' ' ')
+    d=$(help_default "$f")
+    if [ -n "$d" ] && [ "$f" != threads ] && [[ $item != *"$d"* ]]; then
+        wrong="$wrong --$f:default=$d"
+    fi
+    live=$([[ $item == *"Sy [live]"* ]] && echo live)
+    [ "$live" = "$(help_live "$f")" ] || wrong="$wrong --$f:live=$(help_live "$f")"
+done
+expect "man: jobqd.8 gives each flag the default and [live] mark of --help" "" "${wrong# }"
 
 finish
