@@ -642,7 +642,16 @@ for f in $(help_flags); do
     fi
     live=$([[ $item == *"Sy [live]"* ]] && echo live)
     [ "$live" = "$(help_live "$f")" ] || wrong="$wrong --$f:live=$(help_live "$f")"
+    case $f in help | version | config) continue ;; esac
+    item=$(awk -v f="$f" '$1 == ".It" || $1 == ".El" { on = ($2 == "Cm" && $3 == f) } on' \
+        "$SRC/man/jobqd.conf.5" | tr '\n' ' ')
+    if [ -n "$d" ] && [ "$f" != threads ] && [[ $item != *"$d"* ]]; then
+        wrong="$wrong $f:default=$d"
+    fi
+    live=$([[ $item == *"Sy [live]"* ]] && echo live)
+    [ "$live" = "$(help_live "$f")" ] || wrong="$wrong $f:live=$(help_live "$f")"
 done
-expect "man: jobqd.8 gives each flag the default and [live] mark of --help" "" "${wrong# }"
+expect "man: jobqd.8 and jobqd.conf.5 give each flag --help's default and [live] mark" "" \
+    "${wrong# }"
 
 finish
