@@ -378,8 +378,6 @@ job_main(void *arg)
     int rc;
 
     memset(&res, 0, sizeof(res));
-    log_info("job.start", "id=%" PRId64 " queue=%s attempt=%d", r->job->id,
-             log_q(r->job->spec.queue ? r->job->spec.queue : "default"), r->attempt);
     rc = exec_run(&d->exec, r->job, r->attempt, r->ctx, on_started, on_output, r, &res);
     /* The leader is reaped: its group number is free for anyone now, so
      * the drain's kill_all must no longer use it. */
@@ -419,6 +417,11 @@ start(struct dispatch *dp, struct job *job, int64_t now_ms)
     end = r->timeout_end < r->deadline_end ? r->timeout_end : r->deadline_end;
     if ((rc = ctx_with_deadline(dp->root, end, &r->ctx)) < 0)
         goto fail;
+    /* Logged here, on the dispatcher's stack, not in job_main: a log call
+     * takes 8 KiB of stack (probed page by page), which the job's own
+     * coroutine would keep resident for as long as the job runs. */
+    log_info("job.start", "id=%" PRId64 " queue=%s attempt=%d", job->id,
+             log_q(job->spec.queue ? job->spec.queue : "default"), r->attempt);
     table_add(dp, r);
     atomic_fetch_add(&dp->running, 1);
     events_notify(dp->d->events, job->id);
