@@ -6,7 +6,7 @@
 # `deps.sh bench` adds what the benchmarks compare against.
 set -eu
 
-pkgs="build-essential pkg-config libevent-dev libsqlite3-dev libcjson-dev libcmocka-dev sqlite3 util-linux procps libyaml-dev mandoc systemd faketime clang libclang-rt-dev"
+pkgs="build-essential pkg-config libevent-dev libsqlite3-dev libcjson-dev libcmocka-dev sqlite3 util-linux procps libyaml-dev mandoc systemd faketime clang libclang-rt-dev zsh"
 case "${1:-}" in
 aarch64)
     pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"

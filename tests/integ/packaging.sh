@@ -563,15 +563,39 @@ if [ -n "$DAEMON_PID" ]; then
     if command -v zsh >/dev/null; then
         # The helpers, with the completion system's builtins stubbed to print.
         zids=$(zsh -f -c '
-            _describe() { local n=${@[-1]}; print -rl -- "${(@P)n}"; }
+            _describe() { print -rl -- "${(@P)4}"; } # -t jobs DESCRIPTION ARRAY
             _wanted() { shift 3; "$@"; }
             compadd() { [[ $1 == -- ]] && shift; print -rl -- "$@"; }
             _arguments() { return 1; }
             _jobq_bin=$1
             source $0
             _jobq_sock=(--socket $2)
-            _jobq_ids --state running' "$ETC/completion/_jobq" "$JOBQ" "$SOCK")
+            _jobq_unfinished_ids -J -default-' "$ETC/completion/_jobq" "$JOBQ" "$SOCK")
         expect "completion: zsh offers running jobs with their state" "$run:running sleep 30" "$zids"
+        # And for real: an interactive zsh on a pseudo-terminal (zpty), the
+        # line after one TAB. The completion system's own directories only
+        # on fpath: scanning all of them takes half a second per shell.
+        zf=/usr/share/zsh/functions/Completion
+        cat >"$T/zcomplete.zsh" <<'ZSH'
+zmodload zsh/zpty || exit 2
+out=$1.out
+rm -f $out
+zpty -b z zsh -f -i
+zpty -w z "fpath=($2 $3 $3/Base $3/Unix $3/Zsh); autoload -U compinit; compinit -u -D; _jobq_bin=$4"
+zpty -w z "dump() { print -r -- \"\$BUFFER\" > $out }; zle -N dump; bindkey '^X' dump"
+zpty -w -n z "$5"$'\t\x18'
+for i in {1..100}; do [[ -s $out ]] && break; sleep 0.05; done
+zpty -d z
+cat $out
+ZSH
+        zcomp() { zsh -f "$T/zcomplete.zsh" "$T/zc" "$ETC/completion" "$zf" "$JOBQ" "$1" 2>/dev/null; }
+        if [ -d "$zf" ]; then
+            expect "completion: zsh completes a command" "jobq stats " "$(zcomp "jobq sta")"
+            expect "completion: zsh completes an option" "jobq submit --timeout=" \
+                "$(zcomp "jobq submit --tim")"
+            expect "completion: zsh completes the one unfinished job for cancel" \
+                "jobq --socket $SOCK cancel $run " "$(zcomp "jobq --socket $SOCK cancel ")"
+        fi
     fi
     stop_daemon KILL 2>/dev/null # its sleep is killed on exit, with every job of $STATE
     if [ -n "${hc_cmd:-}" ]; then
