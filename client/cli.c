@@ -148,7 +148,9 @@ cli_parse(struct cli *c, int argc, char **argv, struct req *r, char *why, size_t
     }
     if (strcmp(argv[i], "help") == 0) {
         r->help = true;
-        if (i + 1 < argc && (r->cmd = cmd_find(argv[i + 1])) == NULL) {
+        /* "jobq help help" is the general help, as "jobq help". */
+        if (i + 1 < argc && strcmp(argv[i + 1], "help") != 0 &&
+            (r->cmd = cmd_find(argv[i + 1])) == NULL) {
             snprintf(why, whylen, "unknown command '%s' (see 'jobq help')", argv[i + 1]);
             return -EINVAL;
         }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,8 +30,11 @@
 #include "jobq/dispatch.h"
 #include "jobq/events.h"
 #include "jobq/exec.h"
+#include "jobq/httpd.h"
+#include "jobq/limits.h"
 #include "jobq/log.h"
 #include "jobq/metrics.h"
+#include "jobq/notify.h"
 #include "jobq/runtime.h"
 #include "jobq/server.h"
 #include "jobq/store.h"
@@ -98,6 +102,41 @@ mkdirs(const char *path, mode_t mode)
     if (mkdir(tmp, mode) < 0 && errno != EEXIST)
         return -errno;
     return 0;
+}
+
+/*
+ * Descriptors: one per connection, JOBQ_FD_PER_JOB per running job and
+ * JOBQ_FD_RESERVE for the daemon. A soft RLIMIT_NOFILE below that (1024
+ * is the usual default) is raised toward the hard limit, as far as the
+ * configuration needs and no further: jobs inherit it, and some programs
+ * walk every descriptor up to the limit. The server refuses connections
+ * that would eat into what jobs need (JOBQ_FD_RESERVE in limits.h).
+ */
+static void
+raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)cfg->max_connections + (rlim_t)JOBQ_FD_PER_JOB * cfg->concurrency +
+                  JOBQ_FD_RESERVE,
+           was;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+        return;
+    was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+    if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        rl.rlim_cur = was;
+    if (rl.rlim_cur < want)
+        log_warn("jobqd.fd_limit",
+                 "soft=%llu hard=%llu wanted=%llu max_connections=%d concurrency=%d "
+                 "hint=%s",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                 (unsigned long long)want, cfg->max_connections, cfg->concurrency,
+                 log_q("raise the hard RLIMIT_NOFILE (LimitNOFILE=) or lower max-connections; "
+                       "connections past the limit are refused"));
+    else
+        log_info("jobqd.fd_limit", "soft=%llu was=%llu", (unsigned long long)rl.rlim_cur,
+                 (unsigned long long)was);
 }
 
 /* One jobqd per state directory, for its whole life: the lock is held by
@@ -231,17 +270,27 @@ serve(void *arg)
 
     coro_spawn(d->rt, "dispatch", dispatch_main, d->dispatch);
     coro_spawn(d->rt, "accept", server_main, d->server);
+    httpd_start(d->httpd);
+    notify_start(d->notify, d->rt, notify_daemon_status, d, 0);
     log_info("jobqd.ready", "version=%s socket=%s state_dir=%s threads=%d concurrency=%d pid=%ld",
              JOBQ_VERSION, log_q(server_path(d->server)), log_q(d->cfg->state_dir),
              rt_threads(d->rt), d->cfg->concurrency, (long)getpid());
     ready(r, 0);
+    if (d->notify != NULL) {
+        char status[JOBQ_NOTIFY_STATUS_MAX_BYTES] = "";
+        notify_daemon_status(d, status, sizeof(status));
+        notify_ready(d->notify, status);
+    }
     for (;;) {
         if (coro_wait_fd(r->sigfd, CORO_READ, NULL, RT_FOREVER) < 0)
             continue;
         if (read(r->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
             continue;
         if (si.ssi_signo == SIGHUP) {
+            notify_reloading(d->notify);
             reload(r);
+            notify_ready(d->notify, NULL);
+            notify_changed(d->notify); /* a fresh STATUS= after READY */
             continue;
         }
         if (si.ssi_signo == SIGCHLD) {
@@ -260,10 +309,18 @@ serve(void *arg)
              sigabbrev_np((int)si.ssi_signo) ? sigabbrev_np((int)si.ssi_signo) : "?",
              dispatch_running(d->dispatch), grace);
     atomic_store(&d->draining, true);
+    if (d->notify != NULL) {
+        char status[JOBQ_NOTIFY_STATUS_MAX_BYTES];
+        snprintf(status, sizeof(status), "draining: %d running, grace %" PRId64 " ms",
+                 dispatch_running(d->dispatch), grace);
+        notify_stopping(d->notify, status);
+    }
     server_stop(d->server);
     events_notify_all(d->events); /* held waits answer shutting_down */
     dispatch_stop(d->dispatch, grace);
     server_close_all(d->server);
+    httpd_stop(d->httpd);
+    notify_stop(d->notify);
 }
 
 /*
@@ -288,6 +345,12 @@ store_fatal(void *arg, int err)
 
 /* Kills what a crashed predecessor left running and re-queues its jobs.
  * Before anything serves: a job must never run twice at once. */
+static void
+on_commit(void *arg, int64_t commit_ns, int64_t requests)
+{
+    metrics_commit(arg, commit_ns, requests);
+}
+
 static int
 recover(struct daemon *d)
 {
@@ -327,7 +390,9 @@ main(int argc, char **argv)
     int lock_fd = -1, status = EXIT_RUN, rc;
 
     signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill us */
-    defs.threads = rt_cpu_count(NULL);
+    /* JOBQ_TEST_CGROUP_ROOT: a test hook (docs/OPERATIONS.md) pointing the
+     * quota lookup at a fake cgroup tree. Not a JOBQD_ key on purpose. */
+    defs.threads = rt_cpu_count(getenv("JOBQ_TEST_CGROUP_ROOT"));
     defs.state_dir = default_state_dir(dirbuf, sizeof(dirbuf));
     if (config_new(&defs, &d.cfg) < 0) {
         fprintf(stderr, "jobqd: out of memory\n");
@@ -341,8 +406,7 @@ main(int argc, char **argv)
     if (d.cfg->help) {
         char *usage = NULL;
         if (config_usage(&defs, &usage) == 0)
-            printf("Usage: jobqd [OPTION]...\nThe jobq daemon: runs jobs submitted with jobq.\n\n"
-                   "%s\nExit status: 0 clean stop, 1 cannot start or run, 2 usage or "
+            printf("%s\nExit status: 0 clean stop, 1 cannot start or run, 2 usage or "
                    "configuration error,\n3 database refused (corrupt or foreign), 4 another "
                    "jobqd uses the state directory.\n",
                    usage);
@@ -364,6 +428,7 @@ main(int argc, char **argv)
     }
     log_route_libevent();
     log_route_sqlite();
+    raise_fd_limit(d.cfg);
 
     /* The state directory: others may traverse it to reach the socket,
      * not list it; the logs below are the daemon's alone. */
@@ -387,6 +452,14 @@ main(int argc, char **argv)
         fprintf(stderr, "jobqd: cannot detach: %s\n", strerror(-rc));
         goto out;
     }
+    /* After detaching (MAINPID and WATCHDOG_PID are the serving pid's),
+     * before any thread (unsetenv). Jobs must not inherit the variables. */
+    why[0] = '\0';
+    if ((rc = notify_new(environ, &d.notify, why, sizeof(why))) < 0)
+        log_warn("notify.disabled", "err=%s", log_q(why[0] ? why : strerror(-rc)));
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
 
     /* Signals arrive through a signalfd read by a coroutine; block them
      * before any thread exists so every thread inherits the mask. */
@@ -422,10 +495,16 @@ main(int argc, char **argv)
             close(fd);
         }
     }
+    if ((rc = metrics_new(&d.metrics)) < 0) {
+        fprintf(stderr, "jobqd: cannot start: %s\n", strerror(-rc));
+        goto out;
+    }
     so.path = d.db_path;
     so.max_queued = d.cfg->max_queued;
     so.on_fatal = store_fatal;
     so.on_fatal_arg = &d;
+    so.on_commit = on_commit;
+    so.on_commit_arg = d.metrics;
     if ((rc = store_new(&so, &d.store, why, sizeof(why))) < 0) {
         log_error("store.open_failed", "path=%s err=%s", log_q(d.db_path), log_q(why));
         fprintf(stderr, "jobqd: cannot open the store %s: %s\n", d.db_path,
@@ -442,13 +521,18 @@ main(int argc, char **argv)
     ro.threads = d.cfg->threads;
     ro.log = rt_log;
     if ((rc = rt_new(&ro, &d.rt)) < 0 || (rc = events_new(&d.events)) < 0 ||
-        (rc = metrics_new(&d.metrics)) < 0 || (rc = dispatch_new(&d, &d.dispatch)) < 0) {
+        (rc = dispatch_new(&d, &d.dispatch)) < 0) {
         fprintf(stderr, "jobqd: cannot start: %s\n", strerror(-rc));
         goto out;
     }
     if ((rc = server_new(&d, &d.server, why, sizeof(why))) < 0) {
         fprintf(stderr, "jobqd: %s\n", why[0] ? why : strerror(-rc));
         status = rc == -EADDRINUSE ? EXIT_BUSY : EXIT_RUN;
+        goto out;
+    }
+    if (d.cfg->http.host != NULL && (rc = httpd_new(&d, &d.httpd, why, sizeof(why))) < 0) {
+        log_error("http.listen_failed", "err=%s", log_q(why));
+        fprintf(stderr, "jobqd: %s\n", why);
         goto out;
     }
     if ((rc = rt_run(d.rt, "main", serve, &r)) < 0) {
@@ -464,6 +548,7 @@ main(int argc, char **argv)
     log_info("jobqd.stop", "uptime_ms=%" PRId64, job_now_ms() - d.started_ms);
 out:
     ready(&r, (char)status);
+    httpd_free(d.httpd);
     server_free(d.server);
     if (d.rt != NULL && rt_free(d.rt) != 0 && status == 0)
         log_error("jobqd.leak", "coroutines left at exit");
@@ -472,6 +557,7 @@ out:
     events_free(d.events);
     store_free(d.store);
     exec_children_free(d.exec.children);
+    notify_free(d.notify);
     if (r.sigfd >= 0)
         close(r.sigfd);
     if (lock_fd >= 0)
