@@ -3,7 +3,10 @@
 # installed. As root it installs what is missing with apt-get; otherwise it
 # prints the exact command to run and fails. `deps.sh aarch64` adds the
 # cross toolchain and arm64 libraries used by `make test-aarch64`;
-# `deps.sh bench` adds what the benchmarks compare against.
+# `deps.sh bench` adds what the benchmarks compare against;
+# `deps.sh bench-optional` the servers of the optional peers of
+# `make bench-peers` (BullMQ on redis-server, pg-boss on PostgreSQL), which
+# bench/peers.sh skips with a reason if they cannot be installed.
 set -eu
 
 pkgs="build-essential pkg-config libevent-dev libsqlite3-dev libcjson-dev libcmocka-dev sqlite3 util-linux procps libyaml-dev mandoc systemd faketime clang libclang-rt-dev zsh"
@@ -13,8 +16,9 @@ aarch64)
     arm_pkgs="libevent-dev:arm64 libcmocka-dev:arm64"
     ;;
 bench) pkgs="$pkgs golang-go gnuplot-nox beanstalkd task-spooler nq" ;;
+bench-optional) pkgs="$pkgs redis-server postgresql" ;;
 "") ;;
-*) echo "deps.sh: unknown set '$1' (expected aarch64 or bench)" >&2; exit 2 ;;
+*) echo "deps.sh: unknown set '$1' (expected aarch64, bench or bench-optional)" >&2; exit 2 ;;
 esac
 
 missing=""
