@@ -28,13 +28,17 @@
  *         last completion).
  *   drive exec beanstalk SOCK N CONC  CONC workers (the code of `work`), N
  *         pipelined puts; prints "rate" (first put to last delete).
+ *
+ * $DRIVE_MAX_SECONDS, if set, ends the submitting of `enqueue` and `exec
+ * beanstalk` after that long: the rate is then over the jobs submitted
+ * ("n"), so that slow systems fit the benchmark's time budget.
  *   drive work SOCK CONC              beanstalkd worker: CONC connections,
  *         each reserve, run, delete; until killed.
  *   drive count jobq|beanstalk SOCK   "total", "queued", "running" job counts.
  *   drive raw SECONDS WORKERS         raw.spawn_rate: posix_spawn + waitpid
  *         of /bin/true in WORKERS plain loops, the ceiling of any runner.
- *   drive procs NAME=VALUE            "pid comm rss_kib pss_kib" of every
- *         process with that entry in its environment.
+ *   drive procs NAME=VALUE [PID...]   "pid comm rss_kib pss_kib" of every
+ *         process with that entry in its environment or under one of PIDs.
  *
  * `enqueue` submits /bin/true, or $DRIVE_JOB (see enq_job).
  *
@@ -79,7 +83,7 @@ extern char **environ;
 #define DRIVE_START_TIMEOUT_MS 30000
 /* Pause between latency samples, so that each submit meets an idle
  * system (the previous job's exit recorded, its process reaped). */
-#define DRIVE_LATENCY_GAP_US 20000
+#define DRIVE_LATENCY_GAP_US 10000
 
 /* Errors are fatal (see the top). */
 __attribute__((format(printf, 1, 2), noreturn)) static void
@@ -476,7 +480,8 @@ client_submit(struct client *cl, char *const argv[], long i)
 
 struct enq_arg {
     struct client cl;
-    long from, to;
+    long from, to, done;
+    int64_t until; /* mono_ns; 0: no time limit */
     pthread_barrier_t *go;
 };
 
@@ -516,8 +521,11 @@ enq_thread(void *p)
 
     pthread_barrier_wait(a->go);
     for (long i = a->from; i < a->to; i++) {
+        if (a->until != 0 && mono_ns() >= a->until)
+            break;
         enq_job(i, argv, buf, sizeof(buf));
         client_submit(&a->cl, argv, i);
+        a->done++;
     }
     return NULL;
 }
@@ -528,7 +536,9 @@ cmd_enqueue(const struct target *t, long n, int clients)
     static struct enq_arg args[DRIVE_MAX_CLIENTS];
     pthread_t th[DRIVE_MAX_CLIENTS];
     pthread_barrier_t go;
-    int64_t t0, t1, r0;
+    int64_t t0, t1, r0, until = 0;
+    const char *max = getenv("DRIVE_MAX_SECONDS");
+    long done = 0;
 
     if (clients < 1 || clients > DRIVE_MAX_CLIENTS)
         die("clients: 1 to %d", DRIVE_MAX_CLIENTS);
@@ -543,13 +553,19 @@ cmd_enqueue(const struct target *t, long n, int clients)
     }
     r0 = real_ns();
     t0 = mono_ns();
+    if (max != NULL && atof(max) > 0)
+        until = t0 + (int64_t)(atof(max) * 1e9);
+    for (int i = 0; i < clients; i++)
+        args[i].until = until;
     pthread_barrier_wait(&go);
     for (int i = 0; i < clients; i++)
         pthread_join(th[i], NULL);
     t1 = mono_ns();
-    for (int i = 0; i < clients; i++)
+    for (int i = 0; i < clients; i++) {
         client_close(&args[i].cl);
-    printf("rate %.1f\n", (double)n * 1e9 / (double)(t1 - t0));
+        done += args[i].done;
+    }
+    printf("rate %.1f\nn %ld\n", (double)done * 1e9 / (double)(t1 - t0), done);
     printf("t0 %lld\nt1 %lld\n", (long long)r0, (long long)(r0 + (t1 - t0)));
     return 0;
 }
@@ -638,9 +654,24 @@ cmd_latency(const struct target *t, long n, const char *stamp, const char *dir)
 struct worker {
     const char *sock;
     atomic_long *done;
-    long target; /* exit the process when done reaches it; 0: never */
+    atomic_long target; /* exit the process when done reaches it; 0: never */
     _Atomic int64_t t0_mono;
 };
+
+/* Prints the exec rate and ends the process once every job is done. */
+static void
+worker_check_done(struct worker *w)
+{
+    static atomic_flag printed = ATOMIC_FLAG_INIT;
+    long target = atomic_load(&w->target);
+
+    if (target > 0 && atomic_load(w->done) >= target && !atomic_flag_test_and_set(&printed)) {
+        int64_t dt = mono_ns() - w->t0_mono;
+        printf("rate %.1f\nn %ld\n", (double)target * 1e9 / (double)dt, target);
+        fflush(stdout);
+        _exit(0);
+    }
+}
 
 static void
 worker_run_body(char *body, int devnull)
@@ -687,12 +718,8 @@ worker_thread(void *p)
         line = conn_line(c);
         if (strcmp(line, "DELETED") != 0)
             die("beanstalkd: delete: %s", line);
-        if (w->target > 0 && atomic_fetch_add(w->done, 1) + 1 == w->target) {
-            int64_t dt = mono_ns() - w->t0_mono;
-            printf("rate %.1f\n", (double)w->target * 1e9 / (double)dt);
-            fflush(stdout);
-            _exit(0);
-        }
+        atomic_fetch_add(w->done, 1);
+        worker_check_done(w);
     }
     return NULL;
 }
@@ -735,24 +762,32 @@ exec_beanstalk(const char *sock, long n, int conc)
     static struct worker w;
     char *argv[] = {"/bin/true", NULL};
     struct conn *c = conn_open(sock);
+    const char *max = getenv("DRIVE_MAX_SECONDS");
     long sent = 0, acked = 0;
+    int64_t until = 0;
 
     w.sock = sock;
     w.done = &done;
-    w.target = n;
     workers_start(&w, conc);
     usleep(200000); /* every worker connected and blocked in reserve */
     w.t0_mono = mono_ns();
-    while (acked < n) {
-        while (sent < n && sent - acked < DRIVE_PUT_WINDOW) {
+    if (max != NULL && atof(max) > 0)
+        until = w.t0_mono + (int64_t)(atof(max) * 1e9);
+    do {
+        while (sent < n && sent - acked < DRIVE_PUT_WINDOW &&
+               (until == 0 || sent == 0 || mono_ns() < until)) {
             beanstalk_put(c, argv);
             sent++;
         }
         beanstalk_inserted(c);
         acked++;
-    }
+    } while (acked < sent);
+    /* Now the count is known; the worker that deletes the last job
+     * prints and ends the process, or this thread if that was before. */
+    atomic_store(&w.target, acked);
+    worker_check_done(&w);
     for (;;)
-        pause(); /* the worker that deletes the last job prints and exits */
+        pause();
     return 0;
 }
 
@@ -927,59 +962,110 @@ cmd_raw(double secs, int workers)
 
 /* --- processes of one system --- */
 
-/* "pid comm rss_kib pss_kib" for every process whose environment holds
- * the entry TAG (NAME=VALUE): bench/peers.sh starts each system with its
- * own tag, so this finds the daemon and every process it or its CLI left
- * behind, and nothing else on a shared machine. */
-static int
-cmd_procs(const char *tag)
+struct proc_info {
+    long pid, ppid, rss, pss;
+    bool tagged;
+    char comm[64];
+};
+
+/* Whether /proc/PID/environ holds the entry tag (NAME=VALUE). */
+static bool
+proc_tagged(long pid, const char *tag, char *env, size_t cap)
 {
     size_t tl = strlen(tag);
-    char path[64], *env = malloc(1 << 20);
+    char path[64];
+    ssize_t n = 0, r;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return false;
+    /* The kernel hands environ out a page per read. */
+    while (n < (ssize_t)cap - 1 && (r = read(fd, env + n, cap - 1 - (size_t)n)) > 0)
+        n += r;
+    close(fd);
+    env[n > 0 ? n : 0] = '\0';
+    for (ssize_t off = 0; off < n; off += (ssize_t)strlen(env + off) + 1)
+        if (strncmp(env + off, tag, tl) == 0 && env[off + (ssize_t)tl] == '\0')
+            return true;
+    return false;
+}
+
+static void
+proc_read(struct proc_info *p)
+{
+    char path[64], line[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/status", p->pid);
+    if ((f = fopen(path, "r")) != NULL) {
+        while (fgets(line, sizeof(line), f) != NULL) {
+            sscanf(line, "Name: %63s", p->comm);
+            sscanf(line, "PPid: %ld", &p->ppid);
+            sscanf(line, "VmRSS: %ld", &p->rss);
+        }
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "/proc/%ld/smaps_rollup", p->pid);
+    if ((f = fopen(path, "r")) != NULL) {
+        while (fgets(line, sizeof(line), f) != NULL)
+            sscanf(line, "Pss: %ld", &p->pss);
+        fclose(f);
+    }
+}
+
+/* "pid comm rss_kib pss_kib" for every process whose environment holds
+ * the entry TAG (NAME=VALUE), or that descends from (or is) one of the
+ * ROOTS pids: bench/peers.sh starts each system with its own tag, so this
+ * finds the daemon and every process it or its CLI left behind, and
+ * nothing else on a shared machine. The roots are for daemons that
+ * overwrite their environment with their process titles (redis-server,
+ * PostgreSQL). */
+static int
+cmd_procs(const char *tag, char **roots, int nroots)
+{
+    size_t cap = 1 << 20, n = 0, max = 1024;
+    struct proc_info *ps = malloc(max * sizeof(*ps));
+    char *env = malloc(cap);
     struct dirent *de;
     DIR *proc;
 
-    if (env == NULL || (proc = opendir("/proc")) == NULL)
+    if (env == NULL || ps == NULL || (proc = opendir("/proc")) == NULL)
         die("/proc: %s", strerror(errno));
     while ((de = readdir(proc)) != NULL) {
-        long pid = strtol(de->d_name, NULL, 10), rss = 0, pss = 0;
-        char comm[64] = "?", line[256];
-        bool tagged = false;
-        ssize_t n;
-        FILE *f;
-        int fd;
+        long pid = strtol(de->d_name, NULL, 10);
 
         if (pid <= 0 || pid == (long)getpid())
             continue;
-        snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
-        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-            continue;
-        n = read(fd, env, (1 << 20) - 1);
-        close(fd);
-        for (ssize_t off = 0; n > 0 && off < n; off += (ssize_t)strlen(env + off) + 1) {
-            env[n] = '\0';
-            if (strncmp(env + off, tag, tl) == 0 && env[off + (ssize_t)tl] == '\0')
-                tagged = true;
-        }
-        if (!tagged)
-            continue;
-        snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-        if ((f = fopen(path, "r")) != NULL) {
-            while (fgets(line, sizeof(line), f) != NULL) {
-                sscanf(line, "Name: %63s", comm);
-                sscanf(line, "VmRSS: %ld", &rss);
-            }
-            fclose(f);
-        }
-        snprintf(path, sizeof(path), "/proc/%ld/smaps_rollup", pid);
-        if ((f = fopen(path, "r")) != NULL) {
-            while (fgets(line, sizeof(line), f) != NULL)
-                sscanf(line, "Pss: %ld", &pss);
-            fclose(f);
-        }
-        printf("%ld %s %ld %ld\n", pid, comm, rss, pss);
+        if (n == max && (ps = realloc(ps, (max *= 2) * sizeof(*ps))) == NULL)
+            die("out of memory");
+        memset(&ps[n], 0, sizeof(ps[n]));
+        ps[n].pid = pid;
+        strcpy(ps[n].comm, "?");
+        ps[n].tagged = proc_tagged(pid, tag, env, cap);
+        proc_read(&ps[n]);
+        n++;
     }
     closedir(proc);
+    for (size_t i = 0; i < n; i++) {
+        bool in = ps[i].tagged;
+        long p = ps[i].pid;
+
+        /* Up the parent chain to a root, a few levels at most. */
+        for (int depth = 0; nroots > 0 && !in && p > 1 && depth < 16; depth++) {
+            for (int k = 0; k < nroots; k++)
+                if (atol(roots[k]) == p)
+                    in = true;
+            for (size_t j = 0; j < n; j++)
+                if (ps[j].pid == p) {
+                    p = ps[j].ppid;
+                    break;
+                }
+        }
+        if (in)
+            printf("%ld %s %ld %ld\n", ps[i].pid, ps[i].comm, ps[i].rss, ps[i].pss);
+    }
+    free(ps);
     free(env);
     return 0;
 }
@@ -991,7 +1077,7 @@ usage(void)
                     "       drive latency KIND TARGET N STAMP DIR [-- PREFIX...]\n"
                     "       drive exec jobq SOCK N BATCH | exec beanstalk SOCK N CONC\n"
                     "       drive work SOCK CONC | count KIND SOCK | raw SECONDS WORKERS\n"
-                    "       drive procs NAME=VALUE\n");
+                    "       drive procs NAME=VALUE [PID...]\n");
     exit(2);
 }
 
@@ -1025,8 +1111,8 @@ main(int argc, char **argv)
         parse_target(&t, argv[2], argv[3], argc, argv, 4);
         return cmd_count(&t);
     }
-    if (strcmp(argv[1], "procs") == 0 && argc == 3)
-        return cmd_procs(argv[2]);
+    if (strcmp(argv[1], "procs") == 0 && argc >= 3)
+        return cmd_procs(argv[2], argv + 3, argc - 3);
     if (strcmp(argv[1], "raw") == 0 && argc == 4)
         return cmd_raw(atof(argv[2]), atoi(argv[3]));
     usage();

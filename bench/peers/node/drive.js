@@ -30,7 +30,7 @@ const BULK = 500 // jobs per bulk add, as jobq's batches in drive.c
 // 2 s), the setting most favourable to it.
 const PGBOSS_POLL_S = 0.5
 const START_TIMEOUT_MS = 30000
-const LATENCY_GAP_MS = 20
+const LATENCY_GAP_MS = 10
 
 function die (msg) {
   process.stderr.write(`drive.js: ${msg}\n`)
@@ -131,24 +131,36 @@ function pgboss () {
 
 // --- workloads ---
 
+// $DRIVE_MAX_SECONDS, as in drive.c, ends the adding early; the rate is
+// then over the jobs added.
 async function enqueue (sys, n, clients) {
   const cs = []
   for (let i = 0; i < clients; i++) cs.push(await sys.client())
+  const max = Number(process.env.DRIVE_MAX_SECONDS || 0)
   const t0 = performance.now()
+  let done = 0
   await Promise.all(cs.map(async (c, i) => {
     const from = Math.floor(n * i / clients); const to = Math.floor(n * (i + 1) / clients)
-    for (let k = from; k < to; k++) await c.add({ cmd: ['/bin/true'] })
+    for (let k = from; k < to; k++) {
+      if (max > 0 && performance.now() - t0 >= max * 1000) break
+      await c.add({ cmd: ['/bin/true'] })
+      done++
+    }
   }))
   const dt = performance.now() - t0
-  console.log(`rate ${(n * 1000 / dt).toFixed(1)}`)
+  console.log(`rate ${(done * 1000 / dt).toFixed(1)}\nn ${done}`)
   for (const c of cs) await c.close()
+}
+
+async function addBulk (c, n, cmd) {
+  for (let i = 0; i < n; i += BULK) {
+    await c.addBulk(Array.from({ length: Math.min(BULK, n - i) }, () => ({ cmd })))
+  }
 }
 
 async function put (sys, n, cmd) {
   const c = await sys.client()
-  for (let i = 0; i < n; i += BULK) {
-    await c.addBulk(Array.from({ length: Math.min(BULK, n - i) }, () => ({ cmd })))
-  }
+  await addBulk(c, n, cmd)
   await c.close()
 }
 
@@ -174,18 +186,12 @@ async function exec (system, sys, n, conc) {
   await w.ready
   const c = await sys.client()
   const t0 = realNs()
-  await put1(c, n)
+  await addBulk(c, n, ['/bin/true'])
   const out = await w.done
   const m = /done (\d+)/.exec(out)
   if (!m) die('the worker did not finish')
   console.log(`rate ${(n * 1e9 / (Number(m[1]) - t0)).toFixed(1)}`)
   await c.close()
-}
-
-async function put1 (c, n) {
-  for (let i = 0; i < n; i += BULK) {
-    await c.addBulk(Array.from({ length: Math.min(BULK, n - i) }, () => ({ cmd: ['/bin/true'] })))
-  }
 }
 
 // Resolves with the stamp in DIR/name once the job has written it.
