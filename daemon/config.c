@@ -126,6 +126,12 @@ static const struct config_key keys[] = {
      "client connections at once; beyond it a new connection gets an error reply and is closed. "
      "Each costs a file descriptor: keep it under RLIMIT_NOFILE",
      NULL},
+    {"max-connections-per-uid", CONFIG_INT, OFF(max_connections_per_uid), "1024", 1,
+     JOBQ_CONNECTIONS_MAX, KEY_LIVE, "N",
+     "client connections at once from one uid, root and jobqd's own uid excepted; beyond it a "
+     "new connection from that uid gets an error reply and is closed, so that one user cannot "
+     "take every connection from the others",
+     NULL},
     {"http", CONFIG_ADDR, OFF(http), "", 0, 0, KEY_EMPTY, "ADDR:PORT",
      "serve /livez, /readyz and /metrics over HTTP on ADDR:PORT (127.0.0.1:9090, [::1]:9090, or "
      ":9090 for every address); empty or off: no HTTP",

@@ -19,10 +19,12 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -51,6 +53,9 @@
 #define ACCEPT_PAUSE_NS (50 * 1000000LL)
 /* systemd's first passed fd (sd_listen_fds(3)). */
 #define LISTEN_FDS_START 3
+/* Buckets of the connections-per-uid table: a host has a few uids that
+ * connect, so chains stay short. */
+#define UID_BUCKETS 64
 
 struct conn {
     struct server *s;
@@ -64,9 +69,19 @@ struct conn {
     size_t len, cap;
 };
 
+/* Open connections of one uid that --max-connections-per-uid counts. */
+struct uid_conns {
+    uid_t uid;
+    int n;
+    struct uid_conns *next;
+};
+
 struct server {
     struct daemon *d;
     int fd;
+    long fd_limit; /* RLIMIT_NOFILE's soft limit at start */
+    pthread_mutex_t uid_lock;
+    struct uid_conns *uids[UID_BUCKETS]; /* non-admin uids with connections */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     bool created;           /* we made the socket file (and remove it) */
     struct ctx *accept_ctx; /* ends the accept loop */
@@ -183,6 +198,13 @@ server_new(struct daemon *d, struct server **out, char *why, size_t whylen)
         return -ENOMEM;
     s->d = d;
     s->fd = -1;
+    pthread_mutex_init(&s->uid_lock, NULL);
+    {
+        struct rlimit rl;
+        s->fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)INT32_MAX
+                          ? (long)rl.rlim_cur
+                          : INT32_MAX;
+    }
     if ((rc = ctx_new(NULL, &s->ctx)) < 0 || (rc = ctx_new(NULL, &s->accept_ctx)) < 0 ||
         (rc = wg_new(&s->conns)) < 0 || (rc = wg_new(&s->loop_done)) < 0)
         goto fail;
@@ -216,6 +238,14 @@ server_free(struct server *s)
     ctx_free(s->accept_ctx);
     wg_free(s->conns);
     wg_free(s->loop_done);
+    for (int i = 0; i < UID_BUCKETS; i++) {
+        while (s->uids[i] != NULL) {
+            struct uid_conns *u = s->uids[i];
+            s->uids[i] = u->next;
+            free(u);
+        }
+    }
+    pthread_mutex_destroy(&s->uid_lock);
     free(s);
 }
 
@@ -388,6 +418,53 @@ finish_inflight(struct conn *c)
     }
 }
 
+/* ---- connections per uid --------------------------------------------- */
+
+/* Counts a connection of uid unless it already has cap: 0, -EUSERS over
+ * the cap, -ENOMEM. The lock is held for a few loads and stores, never
+ * across a park. */
+static int
+uid_take(struct server *s, uid_t uid, int cap)
+{
+    struct uid_conns **b = &s->uids[uid % UID_BUCKETS], *u;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->uid_lock);
+    for (u = *b; u != NULL && u->uid != uid; u = u->next)
+        ;
+    if (u == NULL && (u = calloc(1, sizeof(*u))) != NULL) {
+        u->uid = uid;
+        u->next = *b;
+        *b = u;
+    }
+    if (u == NULL)
+        rc = -ENOMEM;
+    else if (u->n >= cap)
+        rc = -EUSERS;
+    else
+        u->n++;
+    pthread_mutex_unlock(&s->uid_lock);
+    return rc;
+}
+
+static void
+uid_drop(struct server *s, uid_t uid)
+{
+    struct uid_conns **p = &s->uids[uid % UID_BUCKETS], *u;
+
+    pthread_mutex_lock(&s->uid_lock);
+    for (; (u = *p) != NULL; p = &u->next) {
+        if (u->uid != uid)
+            continue;
+        if (--u->n <= 0) { /* a uid that left costs nothing */
+            *p = u->next;
+            free(u);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&s->uid_lock);
+}
+
 static int
 trim_heap(void *arg)
 {
@@ -465,18 +542,19 @@ conn_main(void *arg)
     coro_pool_free(c->reqs);
     coro_mutex_free(c->wlock);
     free(c->buf);
+    if (!c->peer.admin)
+        uid_drop(s, c->peer.uid);
     free(c);
     if (atomic_fetch_sub(&s->nconns, 1) == 1 && atomic_exchange(&s->peak, 0) >= TRIM_AFTER_CONNS)
         rt_blocking(NULL, trim_heap, NULL);
     wg_done(s->conns);
 }
 
-/* Past the cap: one error line, written without blocking, then close. */
+/* Past a cap: one error line, written without blocking, then close. */
 static void
-refuse(struct server *s, int fd)
+refuse(int fd, const char *message, int limit)
 {
-    char *line = rpc_error_line(PROTO_TOO_MANY_CONNECTIONS, "too many connections; try again later",
-                                "limit", s->d->cfg->max_connections);
+    char *line = rpc_error_line(PROTO_TOO_MANY_CONNECTIONS, message, "limit", limit);
     if (line != NULL) {
         (void)!send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
         free(line);
@@ -491,14 +569,49 @@ accept_one(struct server *s, int fd)
     socklen_t len = sizeof(cred);
     struct conn *c;
     struct daemon *d = s->d;
+    long headroom = JOBQ_FD_RESERVE + (long)JOBQ_FD_PER_JOB * d->cfg->concurrency;
+    int cap = d->cfg->max_connections_per_uid, rc;
+    bool admin;
+    char msg[160];
 
     if (atomic_load(&s->nconns) >= d->cfg->max_connections) {
         log_warn("conn.refused", "reason=cap limit=%d", d->cfg->max_connections);
-        refuse(s, fd);
+        refuse(fd, "too many connections; try again later", d->cfg->max_connections);
         return;
     }
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-        (c = calloc(1, sizeof(*c))) == NULL) {
+    /* Descriptors are numbered lowest-free first, so fd tells how many are
+     * open: the last ones stay for jobs and the store (JOBQ_FD_RESERVE). */
+    if (headroom > s->fd_limit / 2)
+        headroom = s->fd_limit / 2;
+    if (fd >= s->fd_limit - headroom) {
+        log_warn("conn.refused", "reason=fds fd=%d fd_limit=%ld", fd, s->fd_limit);
+        refuse(fd, "too many connections for jobqd's file descriptor limit; try again later",
+               (int)(s->fd_limit - headroom));
+        return;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        close(fd);
+        return;
+    }
+    /* One uid may not take every connection from the others; root and
+     * our own uid administer the daemon and are not counted. */
+    admin = cred.uid == 0 || cred.uid == d->uid;
+    if (!admin && (rc = uid_take(s, cred.uid, cap)) < 0) {
+        if (rc == -EUSERS) {
+            log_warn("conn.refused", "reason=uid_cap uid=%u pid=%d limit=%d", (unsigned)cred.uid,
+                     (int)cred.pid, cap);
+            snprintf(msg, sizeof(msg),
+                     "too many connections from uid %u (limit %d per uid); try again later",
+                     (unsigned)cred.uid, cap);
+            refuse(fd, msg, cap);
+        } else {
+            close(fd);
+        }
+        return;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        if (!admin)
+            uid_drop(s, cred.uid);
         close(fd);
         return;
     }
@@ -507,7 +620,7 @@ accept_one(struct server *s, int fd)
     c->peer.uid = cred.uid;
     c->peer.gid = cred.gid;
     c->peer.pid = cred.pid;
-    c->peer.admin = cred.uid == 0 || cred.uid == d->uid;
+    c->peer.admin = admin;
     if (ctx_new(s->ctx, &c->ctx) < 0 ||
         coro_pool_new(d->rt, "request", JOBQ_CONN_INFLIGHT_MAX, &c->reqs) < 0 ||
         coro_mutex_new(&c->wlock) < 0)
@@ -524,6 +637,8 @@ accept_one(struct server *s, int fd)
     }
     return;
 fail:
+    if (!c->peer.admin)
+        uid_drop(s, c->peer.uid);
     close(fd);
     ctx_free(c->ctx);
     coro_pool_free(c->reqs);

@@ -78,6 +78,7 @@ struct config {
     int64_t shutdown_grace_ms; /* shutdown-grace: live (read when the drain starts) */
     int64_t request_timeout_ms;
     int max_connections;
+    int max_connections_per_uid; /* root and jobqd's own uid are exempt */
     struct config_addr http;
     enum log_level log_level;   /* live */
     enum log_format log_format; /* live */

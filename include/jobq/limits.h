@@ -67,6 +67,17 @@
 #define JOBQ_CONN_INFLIGHT_MAX 256
 /* Job specs in one `submit --batch` request. */
 #define JOBQ_BATCH_MAX_JOBS 10000
+/* File descriptors a client connection may never take, so that jobs can
+ * still start and the store can still open its files when connections
+ * pile up to RLIMIT_NOFILE: JOBQ_FD_RESERVE for the daemon itself (the
+ * database and its WAL, the listener, each thread's epoll and eventfd,
+ * the signalfd, the HTTP listener, the blocking pool's files), plus
+ * JOBQ_FD_PER_JOB for each job --concurrency lets run (pidfd, capture
+ * pipe, log file). jobqd raises its soft limit to cover --max-connections
+ * and these; a connection beyond what the limit leaves is refused as one
+ * over the cap. Connections always get at least half the limit. */
+#define JOBQ_FD_RESERVE 64
+#define JOBQ_FD_PER_JOB 3
 
 /* ---- job specs -------------------------------------------------------- */
 
