@@ -56,6 +56,15 @@ echo "RESULT jobq.enqueue_batch_rate $(get jobq enqueue_batch_rate) jobs/s"
 if has jobq_cli; then
     echo "# jobq through its CLI (one process per job, as tsp and nq are driven): enqueue_1 $(get jobq_cli enqueue_1_rate) jobs/s, enqueue_16 $(get jobq_cli enqueue_16_rate) jobs/s, start latency p50 $(get jobq_cli start_latency_p50_us) us, p99 $(get jobq_cli start_latency_p99_us) us"
 fi
+range() { echo "$(fmt "$(get "$1" "$2" 4)")-$(fmt "$(get "$1" "$2" 5)")"; }
+for s in raw $systems; do
+    has "$s" || continue
+    if [ "$s" = raw ]; then
+        echo "# spread (min-max of $runs runs): raw.spawn_rate $(range raw spawn_rate)"
+        continue
+    fi
+    echo "# spread: $s enqueue_1 $(range "$s" enqueue_1_rate), enqueue_16 $(range "$s" enqueue_16_rate), exec $(range "$s" exec_rate), start p50 $(range "$s" start_latency_p50_us), p99 $(range "$s" start_latency_p99_us), RSS idle $(range "$s" idle_rss_kib), 1000 queued $(range "$s" rss_1000_queued_kib), 200 running $(range "$s" rss_200_running_kib)"
+done
 for s in $systems; do
     has "$s" || continue
     if [ "$(get "$s" ack_latency_p50_us)" != n/a ]; then
