@@ -201,6 +201,8 @@ jobq_stop() {
     kill_tagged jobq
 }
 jq_sock() { echo "$1/s/jobq.sock"; }
+# jobq_done DIR N: N jobs have succeeded.
+jobq_done() { [ "$("$drive" count jobq "$(jq_sock "$1")" | field succeeded)" -ge "$2" ]; }
 
 jobq_round() {
     local r=$1 c d t0 t1 out
@@ -242,7 +244,8 @@ jobq_round() {
     rec jobq_cli start_latency_p99_us "$r" "$(field start_latency_p99_us <<<"$out")"
     jobq_stop
     rm -rf "$d"
-    # the CLI's enqueue, as tsp and nq are driven (context)
+    # the CLI's enqueue and exec, one `jobq submit` per job, as tsp and nq
+    # are driven (context)
     for c in 1 16; do
         d=$work/jobq.cli$c.$r
         jobq_start "$d"
@@ -251,6 +254,15 @@ jobq_round() {
         jobq_stop
         rm -rf "$d"
     done
+    d=$work/jobq.cliexec.$r
+    jobq_start "$d"
+    out=$(DRIVE_MAX_SECONDS=$t_exec "$drive" enqueue cli - "$n_exec" 1 -- "$jobq" --socket "$(jq_sock "$d")" submit --)
+    t0=$(field t0 <<<"$out")
+    until_ok 120 jobq_done "$d" "$(field n <<<"$out")"
+    t1=$(now_ns)
+    rec jobq_cli exec_rate "$r" "$(awk -v n="$(field n <<<"$out")" -v dt=$((t1 - t0)) 'BEGIN {printf "%.1f", n * 1e9 / dt}')"
+    jobq_stop
+    rm -rf "$d"
     # memory: idle, 1000 queued (paused), 200 running (--concurrency 256
     # so that 200 can run at once)
     d=$work/jobq.mem.$r

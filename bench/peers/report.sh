@@ -54,7 +54,7 @@ for s in $systems; do
 done
 echo "RESULT jobq.enqueue_batch_rate $(get jobq enqueue_batch_rate) jobs/s"
 if has jobq_cli; then
-    echo "# jobq through its CLI (one process per job, as tsp and nq are driven): enqueue_1 $(get jobq_cli enqueue_1_rate) jobs/s, enqueue_16 $(get jobq_cli enqueue_16_rate) jobs/s, start latency p50 $(get jobq_cli start_latency_p50_us) us, p99 $(get jobq_cli start_latency_p99_us) us"
+    echo "# jobq through its CLI (one process per job, as tsp and nq are driven): enqueue_1 $(get jobq_cli enqueue_1_rate) jobs/s, enqueue_16 $(get jobq_cli enqueue_16_rate) jobs/s, exec $(get jobq_cli exec_rate) jobs/s, start latency p50 $(get jobq_cli start_latency_p50_us) us, p99 $(get jobq_cli start_latency_p99_us) us"
 fi
 range() { echo "$(fmt "$(get "$1" "$2" 4)")-$(fmt "$(get "$1" "$2" 5)")"; }
 for s in raw $systems; do
@@ -181,9 +181,9 @@ table "$dat/exec" exec_rate
 table "$dat/enq" enqueue_1_rate enqueue_16_rate
 table "$dat/lat" start_latency_p50_us start_latency_p99_us
 table "$dat/mem" idle_rss_kib rss_1000_queued_kib rss_200_running_kib
-sed -i '/^"jobq (CLI)"/d' "$dat/exec" "$dat/mem"
+sed -i '/^"jobq (CLI)"/d' "$dat/mem"
 # How many jobs ran at once in the exec workload; nq's missing idle bar.
-sed -i -e 's/^"jobq"/"jobq (64)"/' -e 's/^"beanstalkd\([^"]*\)"/"beanstalkd\1 (64)"/' \
+sed -i -e 's/^"jobq"/"jobq (64)"/' -e 's/^"jobq (CLI)"/"jobq CLI (64)"/' -e 's/^"beanstalkd\([^"]*\)"/"beanstalkd\1 (64)"/' \
     -e 's/^"tsp"/"tsp (2)"/' -e 's/^"nq"/"nq (2)"/' -e 's/^"BullMQ"/"BullMQ (64)"/' \
     -e 's/^"pg-boss"/"pg-boss (64)"/' "$dat/exec"
 sed -i 's/^"nq"/"nq (no daemon)"/' "$dat/mem"
