@@ -28,7 +28,7 @@ submit_n=${SUBMIT_N:-100000}         #   one-job submits per run
 latency_n=${LATENCY_N:-300}          # start latency: jobs per run
 fill_n=${FILL_N:-2000}               # RSS per running job: jobs
 idle_s=${IDLE_S:-5}                  # idle wake-ups: seconds observed
-quiet_wait=${QUIET_WAIT:-20}         # most seconds to wait for a quiet CPU
+quiet_wait=${QUIET_WAIT:-5}          # most seconds to wait for a quiet CPU
 
 for prog in client raw; do
     if [ ! -x "$bin/$prog" ]; then
