@@ -209,7 +209,10 @@ group_end(struct store *st, struct group *g)
         atomic_fetch_add(&st->commit_failures, 1);
         check_fatal(st, rc);
     } else {
-        atomic_fetch_add(&st->commit_ns, (uint64_t)(mono_ns() - t0));
+        int64_t ns = mono_ns() - t0;
+        atomic_fetch_add(&st->commit_ns, (uint64_t)ns);
+        if (st->opts.on_commit != NULL)
+            st->opts.on_commit(st->opts.on_commit_arg, ns, (int64_t)g->n);
         atomic_fetch_add(&st->commits, 1);
         atomic_fetch_add(&st->requests, g->n);
         if (g->n > atomic_load(&st->max_group))

@@ -97,6 +97,11 @@ struct store_opts {
      */
     int (*fault)(void *arg, enum store_fault_point point);
     void *fault_arg;
+    /* Called on the writer thread after each successful group commit with
+     * how long COMMIT took and how many requests the group carried (the
+     * daemon feeds its histograms with it). Must not block. NULL: none. */
+    void (*on_commit)(void *arg, int64_t commit_ns, int64_t requests);
+    void *on_commit_arg;
 };
 
 /* Who asks: a non-admin sees and controls only jobs of its own uid (others
