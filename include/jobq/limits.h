@@ -221,4 +221,26 @@
 /* Jobs one list call returns. */
 #define JOBQ_STORE_LIST_MAX 10000
 
+/* ---- operations: service manager, HTTP --------------------------------- */
+
+/* STATUS= updates to the service manager, at most one per this many ms:
+ * PID 1 handles each one, a busy queue would otherwise send one per job,
+ * and nobody reads `systemctl status` faster. */
+#define JOBQ_NOTIFY_STATUS_MIN_MS 1000
+/* A STATUS= text ("running 3, queued 12, 1520 done; ..."), NUL included. */
+#define JOBQ_NOTIFY_STATUS_MAX_BYTES 256
+/* READY=1, RELOADING=1 or STOPPING=1 refused by a full manager queue is
+ * tried again this many times, 10 ms apart (half a second in all), then
+ * given up: the manager is not reading at all. */
+#define JOBQ_NOTIFY_RETRIES 50
+/* HTTP connections at once. Probes and scrapers need a handful; past the
+ * cap the listener stops accepting until one closes (newcomers wait in
+ * the kernel's backlog), so slow clients cost bounded memory and fds. */
+#define JOBQ_HTTP_CONNECTIONS_MAX 64
+/* Request line and headers of one HTTP request: a probe or a Prometheus
+ * scrape sends a few hundred bytes. Larger gets 413 and is closed. */
+#define JOBQ_HTTP_HEADERS_MAX_BYTES 8192
+/* Body of an HTTP request: GET and HEAD carry none. */
+#define JOBQ_HTTP_BODY_MAX_BYTES 0
+
 #endif
