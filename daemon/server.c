@@ -95,28 +95,67 @@ struct server {
 
 /* ---- the listening socket --------------------------------------------- */
 
+/* A listening AF_UNIX stream socket? */
 static bool
-inherited_socket(int *fd)
+unix_listener(int fd)
 {
-    const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
-    int type = 0;
-    socklen_t len = sizeof(type);
+    int type = 0, acc = 0;
+    socklen_t len = sizeof(type), alen = sizeof(acc);
     struct sockaddr_un sa;
     socklen_t salen = sizeof(sa);
 
-    if (pid == NULL || n == NULL || atol(pid) != (long)getpid() || atoi(n) < 1)
-        return false;
-    if (getsockopt(LISTEN_FDS_START, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
-        getsockname(LISTEN_FDS_START, (struct sockaddr *)&sa, &salen) < 0 ||
-        sa.sun_family != AF_UNIX)
-        return false;
-    /* Not inherited by jobs: they must not accept our clients. */
-    fcntl(LISTEN_FDS_START, F_SETFD, FD_CLOEXEC);
-    fcntl(LISTEN_FDS_START, F_SETFL, fcntl(LISTEN_FDS_START, F_GETFL) | O_NONBLOCK);
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM &&
+           getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) == 0 && acc &&
+           getsockname(fd, (struct sockaddr *)&sa, &salen) == 0 && sa.sun_family == AF_UNIX;
+}
+
+/* Is entry i of the colon-separated LISTEN_FDNAMES list equal to name? */
+static bool
+fd_named(const char *names, int i, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (; names != NULL && i > 0; i--)
+        if ((names = strchr(names, ':')) != NULL)
+            names++;
+    return names != NULL && strncmp(names, name, n) == 0 && (names[n] == ':' || names[n] == '\0');
+}
+
+/*
+ * systemd socket activation (sd_listen_fds(3)): LISTEN_FDS descriptors
+ * from 3 on, ours if LISTEN_PID is our pid, named by LISTEN_FDNAMES
+ * (FileDescriptorName=). The job socket is the one named "jobq", else the
+ * first listening Unix stream socket; a unit that passes one socket needs
+ * no name. Every passed descriptor becomes close-on-exec (jobs must not
+ * accept our clients or hold other sockets open) and the variables are
+ * unset, so jobs do not inherit them.
+ */
+static bool
+inherited_socket(int *fd)
+{
+    const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
+    const char *names = getenv("LISTEN_FDNAMES");
+    int n = nfds != NULL ? atoi(nfds) : 0, named = -1, first = -1;
+
+    if (pid == NULL || atol(pid) != (long)getpid())
+        n = 0;
+    for (int i = 0; i < n; i++) {
+        int f = LISTEN_FDS_START + i;
+        fcntl(f, F_SETFD, FD_CLOEXEC);
+        if (!unix_listener(f))
+            continue;
+        if (named < 0 && fd_named(names, i, "jobq"))
+            named = f;
+        if (first < 0)
+            first = f;
+    }
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_FDNAMES");
-    *fd = LISTEN_FDS_START;
+    *fd = named >= 0 ? named : first;
+    if (*fd < 0)
+        return false;
+    fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) | O_NONBLOCK);
     return true;
 }
 

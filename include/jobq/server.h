@@ -15,8 +15,9 @@ struct daemon;
 struct server;
 
 /*
- * Opens the listening socket: the first LISTEN_FDS socket when systemd
- * passed one to this process, else cfg->socket, refusing to replace a path
+ * Opens the listening socket: the one systemd passed to this process
+ * (LISTEN_FDS; the descriptor named "jobq" in LISTEN_FDNAMES, else the
+ * first listening Unix stream socket), else cfg->socket, refusing to replace a path
  * that is not a socket or a socket a live daemon listens on (a stale one is
  * removed). Returns owned *out (server_free); -EADDRINUSE when another
  * daemon listens there. why gets a reason for people.
