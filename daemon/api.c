@@ -23,6 +23,7 @@
 #include "jobq/limits.h"
 #include "jobq/log.h"
 #include "jobq/metrics.h"
+#include "jobq/notify.h"
 #include "jobq/proto.h"
 #include "jobq/rpc.h"
 #include "jobq/runtime.h"
@@ -327,6 +328,12 @@ submit_batch(struct api_call *c, const cJSON *jobs, int64_t now)
     }
     metrics_submitted(d->metrics, n);
     dispatch_kick(d->dispatch);
+    for (int k = 0; k < n; k++)
+        if (!existed[k])
+            log_info("job.submit", "id=%" PRId64 " queue=%s state=%s max_attempts=%d uid=%u",
+                     ids[k], log_q(specs[k].queue ? specs[k].queue : "default"),
+                     job_state_name(specs[k].run_at > now ? JOB_SCHEDULED : JOB_QUEUED),
+                     specs[k].max_attempts, (unsigned)c->peer->uid);
     if ((result = cJSON_CreateObject()) == NULL ||
         (arr = cJSON_AddArrayToObject(result, "jobs")) == NULL)
         goto out;
@@ -393,6 +400,10 @@ api_submit(struct api_call *c, const cJSON *params)
     }
     /* Even a job due later: the loop's timer must move up to its run_at. */
     dispatch_kick(d->dispatch);
+    log_info("job.submit", "id=%" PRId64 " queue=%s state=%s max_attempts=%d uid=%u", id,
+             log_q(spec.queue ? spec.queue : "default"),
+             job_state_name(spec.run_at > now ? JOB_SCHEDULED : JOB_QUEUED), spec.max_attempts,
+             (unsigned)c->peer->uid);
     /* The job as committed, built without reading it back: a submit is the
      * hot path and the store just told us everything that differs from the
      * spec. */
@@ -757,11 +768,21 @@ per_id(struct api_call *c, const cJSON *params, bool cancel)
             struct job *j = NULL;
             if (cancel && running)
                 dispatch_cancel(d->dispatch, ids[i]);
-            if (!cancel) {
-                kick = true;
-                if (store_get(d->store, who(c), ids[i], &j) == 0)
+            if (cancel)
+                notify_changed(d->notify);
+            /* The job as it is now: retry's reply names its state, and the
+             * lifecycle line names its queue and attempt. */
+            if ((!cancel || log_enabled(LOG_LEVEL_INFO)) &&
+                store_get(d->store, who(c), ids[i], &j) == 0) {
+                if (!cancel)
                     st = job_state_name(j->state);
+                log_info(cancel ? "job.cancel" : "job.retry",
+                         "id=%" PRId64 " queue=%s attempt=%d state=%s was_running=%s uid=%u",
+                         ids[i], log_q(j->spec.queue ? j->spec.queue : "default"), j->attempt,
+                         job_state_name(j->state), running ? "true" : "false",
+                         (unsigned)c->peer->uid);
             }
+            kick |= !cancel;
             events_notify(d->events, ids[i]);
             if ((e = cJSON_CreateObject()) != NULL) {
                 cJSON_AddNumberToObject(e, "id", (double)ids[i]);

@@ -25,6 +25,7 @@ struct dispatch;
 struct server;
 struct metrics;
 struct httpd;
+struct notify;
 
 struct daemon {
     struct config *cfg; /* current; replaced by SIGHUP's reload (owned) */
@@ -34,7 +35,8 @@ struct daemon {
     struct dispatch *dispatch;
     struct server *server;
     struct metrics *metrics;
-    struct httpd *httpd;
+    struct httpd *httpd;   /* NULL without --http */
+    struct notify *notify; /* NULL without $NOTIFY_SOCKET */
     struct exec_opts exec; /* points into the strings below */
     char log_dir[PATH_MAX];
     char db_path[PATH_MAX];

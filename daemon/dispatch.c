@@ -30,6 +30,7 @@
 #include "jobq/limits.h"
 #include "jobq/log.h"
 #include "jobq/metrics.h"
+#include "jobq/notify.h"
 #include "jobq/runtime.h"
 #include "jobq/store.h"
 
@@ -127,6 +128,9 @@ void
 dispatch_kick(struct dispatch *dp)
 {
     chan_send(dp->kick, NULL, NULL, 0); /* full: a kick is already pending */
+    /* Every change of the counts the service manager's STATUS= shows
+     * (submit, end of an attempt, retry, resume) comes through here. */
+    notify_changed(dp->d->notify);
 }
 
 int
@@ -420,11 +424,12 @@ start(struct dispatch *dp, struct job *job, int64_t now_ms)
     /* Logged here, on the dispatcher's stack, not in job_main: a log call
      * takes 8 KiB of stack (probed page by page), which the job's own
      * coroutine would keep resident for as long as the job runs. */
-    log_info("job.start", "id=%" PRId64 " queue=%s attempt=%d", job->id,
-             log_q(job->spec.queue ? job->spec.queue : "default"), r->attempt);
+    log_info("job.start", "id=%" PRId64 " queue=%s attempt=%d wait_ms=%" PRId64, job->id,
+             log_q(job->spec.queue ? job->spec.queue : "default"), r->attempt, now_ms - r->due_ms);
     table_add(dp, r);
     atomic_fetch_add(&dp->running, 1);
     events_notify(dp->d->events, job->id);
+    notify_changed(dp->d->notify);
     if ((rc = coro_pool_spawn(dp->pool, NULL, 0, "job", job_main, r)) < 0) {
         table_del(dp, r);
         atomic_fetch_sub(&dp->running, 1);
