@@ -174,7 +174,7 @@ slow(int port, const char *path, int nconns, int every_ms, int timeout_s)
         /* Beyond the server's cap a connect still succeeds (the backlog). */
         if ((fds[i] = dial(port)) < 0) {
             perror("httpget: connect");
-            return 1;
+            exit(1);
         }
         open_n++;
     }
@@ -201,6 +201,11 @@ slow(int port, const char *path, int nconns, int every_ms, int timeout_s)
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }
+    for (int i = 0; i < nconns; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
+    free(sent);
     if (open_n > 0) {
         printf("open %d\n", open_n);
         return 1;
