@@ -8,6 +8,8 @@
 #  - slowloris: 200 clients writing one byte a second, mid-line, do not
 #    starve a normal client, and --request-timeout cuts every one of them
 #    off with an error line (FIGURE load_slowloris).
+#  - descriptors run short (hard limit 256): connections that would leave
+#    jobs none are refused, and a job still runs meanwhile.
 #  - the per-uid connection cap (--max-connections-per-uid): a uid past it
 #    gets too_many_connections, another uid and root do not (needs root
 #    and setpriv to act as other uids; skipped otherwise).
@@ -30,8 +32,8 @@ PING='{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
 conns() { jq stats --json | "$JGET" .connections; }
 # rounds K: the p50 (us) of N sequential submits on one connection, K times.
 rounds() {
-    local i p
-    for i in $(seq 1 "$1"); do
+    local p
+    for _ in $(seq 1 "$1"); do
         p=$("$PROBE" "$SOCK" latency "$N" "$SUB" 2>&1 | sed -n 's/.*p50_us=\([0-9]*\).*/\1/p')
         echo "${p:-0}"
     done
@@ -97,6 +99,43 @@ else
     fi
     stop_daemon TERM
     expect "load: jobqd stops cleanly after the load" 0 "$DAEMON_STATUS"
+fi
+
+# ---- descriptors run short -----------------------------------------------
+
+# Under a hard limit of 256 descriptors, jobqd warns at start, refuses
+# connections that would leave jobs none (JOBQ_FD_RESERVE and 3 per job
+# of --concurrency), and a job that falls due while 300 clients hold on
+# still runs.
+if command -v prlimit >/dev/null; then
+    rm -rf "$STATE"
+    start_limited 256 --concurrency 4 || exit 1
+    grep -q 'warn jobqd.fd_limit soft=256 hard=256' "$T/jobqd.log" &&
+        pass "fds: jobqd warns at start that the hard limit is below its needs" ||
+        fail "fds: jobqd warns at start that the hard limit is below its needs" \
+            "$(grep fd_limit "$T/jobqd.log")"
+    # Due once the connections are all held: it must start then.
+    id=$(jq submit --delay 2s -- true 2>&1)
+    "$PROBE" "$SOCK" hold 300 60 >"$T/fds.out" 2>&1 &
+    holder=$!
+    until_ok 10 'grep -q connected "$T/fds.out"'
+    out=$("$PROBE" "$SOCK" send "$PING" 1 2>/dev/null | head -1)
+    expect "fds: a connection past what the limit leaves gets too_many_connections" -32008 \
+        "$("$JGET" .error.code <<<"$out")"
+    fds=$(ls "/proc/$DAEMON_PID/fd" | wc -l)
+    if [ "$fds" -lt 256 ]; then
+        pass "fds: jobqd stops accepting short of the limit ($fds descriptors open)"
+    else
+        fail "fds: jobqd stops accepting short of the limit" "$fds descriptors open"
+    fi
+    if until_ok 10 "grep -q 'job.finish id=$id .*outcome=succeeded' \"\$T/jobqd.log\""; then
+        pass "fds: a job due meanwhile starts and succeeds"
+    else
+        fail "fds: a job due meanwhile starts and succeeds" "$(grep "id=$id" "$T/jobqd.log" | tail -3)"
+    fi
+    kill "$holder" 2>/dev/null
+    wait "$holder" 2>/dev/null
+    stop_daemon TERM
 fi
 
 # ---- slowloris -----------------------------------------------------------
