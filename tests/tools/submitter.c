@@ -80,7 +80,7 @@ read_line(struct reader *rd)
             rd->len -= rd->skip;
             rd->skip = 0;
         }
-        if ((nl = memchr(rd->buf, '\n', rd->len)) != NULL) {
+        if (rd->len > 0 && (nl = memchr(rd->buf, '\n', rd->len)) != NULL) {
             *nl = '\0';
             rd->skip = (size_t)(nl - rd->buf) + 1;
             return rd->buf;
