@@ -85,11 +85,11 @@ expect "half-closed connection still gets its reply" pong "$(echo "$out" | head 
 # replies stop draining for --request-timeout (1 s here) the connection is
 # cut off, and meanwhile everyone else is served as usual.
 sub='{"jsonrpc":"2.0","id":1,"method":"submit","params":{"command":["true"],"delay_ms":3600000}}\n'
-"$PROBE" "$SOCK" noread 100000 "$sub" >"$T/noread.out" 2>&1 &
+"$PROBE" "$SOCK" noread 100000 "$sub" >"$T/noread.out" 2>/dev/null &
 noread=$!
 # Measured once its replies pile up: hundreds of submits committed.
 until_ok 10 'test "$(jq stats --json | "$JGET" .states.scheduled)" -ge 300'
-lat=$("$PROBE" "$SOCK" latency 50 '{"jsonrpc":"2.0","id":1,"method":"ping"}\n' 2>&1)
+lat=$("$PROBE" "$SOCK" latency 50 '{"jsonrpc":"2.0","id":1,"method":"ping"}\n' 2>/dev/null)
 wait "$noread"
 cut=$(cat "$T/noread.out")
 ms=$(echo "$cut" | sed -n 's/^closed after \([0-9]*\) ms, sent \([0-9]*\)$/\1/p')
@@ -113,7 +113,7 @@ expect "1000 connections dropped mid-request: still serving" pong "$(jq ping 2>&
 # 2000 connections at once, each idle; the daemon still answers a new one.
 # hold2000: opens them, then keeps them until killed.
 hold2000() {
-    "$PROBE" "$SOCK" hold 2000 60 >"$T/hold.out" 2>&1 &
+    "$PROBE" "$SOCK" hold 2000 60 >"$T/hold.out" 2>/dev/null &
     holder=$!
     until_ok 20 'grep -q connected "$T/hold.out"' &&
         until_ok 20 'test "$(jq stats --json | "$JGET" .connections)" -ge 2001'

@@ -34,7 +34,7 @@ conns() { jq stats --json | "$JGET" .connections; }
 rounds() {
     local p
     for _ in $(seq 1 "$1"); do
-        p=$("$PROBE" "$SOCK" latency "$N" "$SUB" 2>&1 | sed -n 's/.*p50_us=\([0-9]*\).*/\1/p')
+        p=$("$PROBE" "$SOCK" latency "$N" "$SUB" 2>>"$T/probe.err" | sed -n 's/.*p50_us=\([0-9]*\).*/\1/p')
         echo "${p:-0}"
     done
 }
@@ -71,7 +71,7 @@ else
     before=$(rounds 2)
     # The probe raises its own limit to IDLE + 64 (as root above the hard
     # limit too), holds the connections until killed.
-    prlimit --nofile="$need:$need" -- "$PROBE" "$SOCK" hold "$IDLE" 600 >"$T/hold.out" 2>&1 &
+    prlimit --nofile="$need:$need" -- "$PROBE" "$SOCK" hold "$IDLE" 600 >"$T/hold.out" 2>>"$T/probe.err" &
     holder=$!
     if until_ok 60 'grep -q connected "$T/hold.out"' &&
         until_ok 60 'test "$(conns)" -ge '"$((IDLE + 1))"; then
@@ -116,7 +116,7 @@ if command -v prlimit >/dev/null; then
             "$(grep fd_limit "$T/jobqd.log")"
     # Due once the connections are all held: it must start then.
     id=$(jq submit --delay 2s -- true 2>&1)
-    "$PROBE" "$SOCK" hold 300 60 >"$T/fds.out" 2>&1 &
+    "$PROBE" "$SOCK" hold 300 60 >"$T/fds.out" 2>>"$T/probe.err" &
     holder=$!
     until_ok 10 'grep -q connected "$T/fds.out"'
     out=$("$PROBE" "$SOCK" send "$PING" 1 2>/dev/null | head -1)
@@ -145,10 +145,10 @@ fi
 # the side is answered as usual meanwhile.
 rm -rf "$STATE"
 start_daemon --request-timeout 2s --max-connections $((LORIS + 100)) || exit 1
-"$PROBE" "$SOCK" slowloris "$LORIS" 20 >"$T/loris.out" 2>&1 &
+"$PROBE" "$SOCK" slowloris "$LORIS" 20 >"$T/loris.out" 2>>"$T/probe.err" &
 loris=$!
 until_ok 10 'test "$(conns)" -ge '"$((LORIS + 1))"
-during=$("$PROBE" "$SOCK" latency 100 "$PING" 2>&1)
+during=$("$PROBE" "$SOCK" latency 100 "$PING" 2>>"$T/probe.err")
 sub_during=$(jq submit -- true 2>/dev/null)
 wait "$loris"
 out=$(cat "$T/loris.out")
@@ -193,7 +193,7 @@ as_uid() {
 rm -rf "$STATE"
 start_daemon --socket-mode 0666 --max-connections 100 --max-connections-per-uid 5 || exit 1
 # Not through as_uid: $! must be the probe itself (setpriv execs it).
-setpriv --reuid $U1 --regid $U1 --clear-groups "$PROBE" "$SOCK" hold 5 60 >"$T/uid.out" 2>&1 &
+setpriv --reuid $U1 --regid $U1 --clear-groups "$PROBE" "$SOCK" hold 5 60 >"$T/uid.out" 2>>"$T/probe.err" &
 holder=$!
 until_ok 10 'grep -q connected "$T/uid.out"' && until_ok 10 'test "$(conns)" -ge 6'
 expect "uid cap: uid $U1 opens 5 connections" "connected 5" "$(cat "$T/uid.out")"
@@ -212,7 +212,7 @@ case "$rc:$msg" in
 esac
 expect "uid cap: another uid is served" pong \
     "$(as_uid $U2 "$PROBE" "$SOCK" send "$PING" 1 2>/dev/null | head -1 | "$JGET" .result)"
-"$PROBE" "$SOCK" hold 10 60 >"$T/root.out" 2>&1 &
+"$PROBE" "$SOCK" hold 10 60 >"$T/root.out" 2>>"$T/probe.err" &
 rootholder=$!
 until_ok 10 'grep -q connected "$T/root.out"'
 expect "uid cap: root is not counted (10 connections)" "connected 10" "$(cat "$T/root.out")"

@@ -198,6 +198,7 @@ latency(int fd, int n, const char *text)
             ssize_t r;
             if (poll(&p, 1, 10000) <= 0 || (r = read(fd, buf, sizeof(buf))) <= 0) {
                 printf("no reply to request %d\n", i + 1);
+                free(t);
                 return;
             }
             done = memchr(buf, '\n', (size_t)r) != NULL; /* one reply line each */
@@ -207,6 +208,7 @@ latency(int fd, int n, const char *text)
     qsort(t, (size_t)n, sizeof(*t), cmp_i64);
     printf("p50_us=%lld p90_us=%lld max_us=%lld\n", (long long)t[n / 2], (long long)t[n * 9 / 10],
            (long long)t[n - 1]);
+    free(t);
 }
 
 /* n connections writing one byte a second of a request that never ends;
@@ -248,6 +250,7 @@ slowloris(const char *path, int n, int seconds)
     for (int i = 0; i < n; i++)
         if (fds[i] >= 0)
             close(fds[i]);
+    free(fds);
 }
 
 int
@@ -282,6 +285,7 @@ main(int argc, char **argv)
         for (int i = 0; i < n; i++)
             if (fds[i] >= 0)
                 close(fds[i]);
+        free(fds);
         return 0;
     }
     if (strcmp(argv[2], "slowloris") == 0) {
@@ -299,12 +303,14 @@ main(int argc, char **argv)
         if (strcmp(argv[2], "halfclose") == 0)
             shutdown(fd, SHUT_WR);
         replies(fd, 10, argc > 4 ? atoi(argv[4]) : 0);
+        free(buf);
     } else if (strcmp(argv[2], "big") == 0) {
         size_t n = (size_t)atol(argv[3]);
         char *buf = malloc(n);
         memset(buf, 'a', n);
         send_all(fd, buf, n);
         replies(fd, 10, 0);
+        free(buf);
     } else if (strcmp(argv[2], "stall") == 0) {
         send_all(fd, "{\"jsonrpc\":\"2.0\",\"id\":1,", 24);
         replies(fd, atoi(argv[3]), 0);
@@ -313,14 +319,17 @@ main(int argc, char **argv)
         unescape(argv[3], buf);
         trickle(fd, buf, atoi(argv[4]));
         replies(fd, 10, 1);
+        free(buf);
     } else if (strcmp(argv[2], "noread") == 0 && argc > 4) {
         char *buf = calloc(1, strlen(argv[4]) + 1);
         unescape(argv[4], buf);
         noread(fd, atoi(argv[3]), buf);
+        free(buf);
     } else if (strcmp(argv[2], "latency") == 0 && argc > 4) {
         char *buf = calloc(1, strlen(argv[4]) + 1);
         unescape(argv[4], buf);
         latency(fd, atoi(argv[3]), buf);
+        free(buf);
     }
     close(fd);
     return 0;
