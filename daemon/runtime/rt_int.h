@@ -235,6 +235,11 @@ struct sched {
     /* Remote queue: other threads push (Treiber stack); we take all. */
     _Alignas(64) _Atomic(struct coro *) remote;
     atomic_int sleeping;
+    /* Wakers between their push and the end of their notify: rt_free
+     * waits for none to be left before it frees this struct (a plain
+     * thread such as the store's writer may still be inside notify()
+     * after the coroutine it woke has finished and rt_run returned). */
+    atomic_int pushers;
     /* Coroutines other threads placed here (spawn placement and live
      * count; see sched_stats.placed_local). */
     atomic_long placed_remote;

@@ -165,10 +165,13 @@ void
 remote_push(struct sched *s, struct coro *c)
 {
     struct coro *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
+    /* Same cache line as `remote`, which the push takes anyway. */
+    atomic_fetch_add_explicit(&s->pushers, 1, memory_order_relaxed);
     do {
         c->rnext = head;
     } while (!atomic_compare_exchange_weak(&s->remote, &head, c));
     notify(s);
+    atomic_fetch_sub_explicit(&s->pushers, 1, memory_order_release);
 }
 
 static void
@@ -1357,6 +1360,10 @@ rt_free(struct rt *rt)
     }
     for (int i = 0; i < rt->nthreads; i++)
         pthread_join(rt->threads[i].thread, NULL);
+    /* A waker from outside may still be finishing its notify(). */
+    for (int i = 0; i < rt->nthreads; i++)
+        while (atomic_load_explicit(&rt->threads[i].pushers, memory_order_acquire) != 0)
+            sched_yield();
     leaks = stack_for_each_used(rt, report_leak);
     for (int i = 0; i < rt->nthreads; i++)
         sched_fini(&rt->threads[i]);
