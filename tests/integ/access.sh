@@ -81,8 +81,10 @@ stop_daemon TERM
 
 # A daemon running as a plain user refuses other uids' jobs.
 install -d -o $OTHER -g $OTHER "$T/userstate"
-as_other "$JOBQD" --state-dir "$T/userstate" --foreground --socket-mode 0666 \
-    >>"$T/jobqd.log" 2>&1 &
+# setpriv itself, not the as_other function: a backgrounded function is a
+# subshell, and $! would name it rather than the daemon.
+setpriv --reuid $OTHER --regid $OTHER --clear-groups "$JOBQD" --state-dir "$T/userstate" \
+    --foreground --socket-mode 0666 >>"$T/jobqd.log" 2>&1 &
 DAEMON_PID=$!
 SOCK=$T/userstate/jobq.sock
 until_ok 10 'jq ping'
