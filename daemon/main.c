@@ -69,6 +69,17 @@ rt_log(void *arg, enum rt_log_level level, const char *msg)
     log_emit((enum log_level)level, "runtime", " msg=%s", log_q(msg));
 }
 
+/* The store failed a ready job whose deadline passed before it could
+ * start: its waiters must hear of it. Runs on the store's writer thread. */
+static void
+on_expired(void *arg, int64_t id)
+{
+    struct daemon *d = arg;
+    log_info("job.expire", "id=%" PRId64 " outcome=deadline", id);
+    if (d->events != NULL)
+        events_notify(d->events, id);
+}
+
 static const char *
 default_state_dir(char *buf, size_t len)
 {
@@ -500,6 +511,8 @@ main(int argc, char **argv)
         goto out;
     }
     so.path = d.db_path;
+    so.on_expired = on_expired;
+    so.on_expired_arg = &d;
     so.max_queued = d.cfg->max_queued;
     so.on_fatal = store_fatal;
     so.on_fatal_arg = &d;

@@ -662,6 +662,8 @@ struct claim_args {
     int max;
     struct job **jobs;
     int n;
+    int64_t *expired; /* JOBQ_STORE_CLAIM_MAX */
+    int nexpired;
 };
 
 static int
@@ -669,7 +671,7 @@ claim_fn(struct store *st, struct store_conn *w, void *arg)
 {
     struct claim_args *a = arg;
 
-    return st->ops->claim(w, a->now, a->max, st->boot_id, a->jobs, &a->n);
+    return st->ops->claim(w, a->now, a->max, st->boot_id, a->jobs, &a->n, a->expired, &a->nexpired);
 }
 
 int
@@ -683,13 +685,20 @@ store_claim(struct store *st, int64_t now, int max, struct job **jobs, int *n)
         return 0;
     if (max > JOBQ_STORE_CLAIM_MAX)
         return -EINVAL;
+    if (st->opts.on_expired != NULL &&
+        (a.expired = malloc(JOBQ_STORE_CLAIM_MAX * sizeof(*a.expired))) == NULL)
+        return -ENOMEM;
     rc = store_call(st, claim_fn, &a);
     if (rc < 0) {
         /* Claimed in a group that did not commit: they are not running. */
         for (int i = 0; i < a.n; i++)
             job_free(jobs[i]);
+        free(a.expired);
         return rc;
     }
+    for (int i = 0; i < a.nexpired; i++)
+        st->opts.on_expired(st->opts.on_expired_arg, a.expired[i]);
+    free(a.expired);
     *n = a.n;
     return 0;
 }

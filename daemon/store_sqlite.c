@@ -1636,7 +1636,8 @@ out:
 }
 
 static int
-claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n)
+claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n,
+      int64_t *expired, int *nexpired)
 {
     struct active_queue *q = NULL;
     struct cand *cand = NULL;
@@ -1656,8 +1657,12 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
         goto out;
     for (size_t i = 0; i < ncand && got < max; i++) {
         if (cand[i].deadline > 0 && cand[i].deadline <= now) {
+            if (expired != NULL && *nexpired >= JOBQ_STORE_CLAIM_MAX)
+                continue; /* no room to report it: the next claim expires it */
             if ((rc = expire(c, &cand[i], now)) < 0)
                 goto out;
+            if (expired != NULL)
+                expired[(*nexpired)++] = cand[i].id;
             continue;
         }
         if ((rc = start(c, cand[i].id, now, boot_id, &jobs[got])) < 0)
@@ -1677,18 +1682,23 @@ out:
 }
 
 static int
-sq_claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n)
+sq_claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n,
+         int64_t *expired, int *nexpired)
 {
     int rc;
 
     *n = 0;
+    if (nexpired != NULL)
+        *nexpired = 0;
     if (max <= 0)
         return 0;
-    rc = claim(c, now, max, boot_id, jobs, n);
+    rc = claim(c, now, max, boot_id, jobs, n, expired, nexpired);
     if (rc < 0) {
         for (int i = 0; i < *n; i++)
             job_free(jobs[i]);
         *n = 0;
+        if (nexpired != NULL)
+            *nexpired = 0; /* rolled back with the request */
     }
     return rc;
 }

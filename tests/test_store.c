@@ -198,7 +198,7 @@ claim(struct fx *fx, int64_t now, int max, struct job **jobs)
 {
     int n = -1;
     txn(fx, STORE_BEGIN);
-    assert_int_equal(ops->claim(fx->c, now, max, "boot-a", jobs, &n), 0);
+    assert_int_equal(ops->claim(fx->c, now, max, "boot-a", jobs, &n, NULL, NULL), 0);
     txn(fx, STORE_COMMIT);
     return n;
 }

@@ -102,6 +102,12 @@ struct store_opts {
      * daemon feeds its histograms with it). Must not block. NULL: none. */
     void (*on_commit)(void *arg, int64_t commit_ns, int64_t requests);
     void *on_commit_arg;
+    /* Called on the writer thread, after the commit, for each job a claim
+     * failed because its deadline passed before it could start: nobody
+     * else learns of that change (the daemon wakes its waiters). NULL:
+     * none. */
+    void (*on_expired)(void *arg, int64_t id);
+    void *on_expired_arg;
 };
 
 /* Who asks: a non-admin sees and controls only jobs of its own uid (others
@@ -322,8 +328,10 @@ struct store_backend_ops {
     /* n specs; ids and existed hold n entries. */
     int (*submit)(struct store_conn *c, const struct job_spec *specs, size_t n, int64_t now,
                   int64_t *ids, bool *existed);
+    /* expired (may be NULL) gets, up to JOBQ_STORE_CLAIM_MAX, the ids of
+     * ready jobs failed instead because their deadline had passed. */
     int (*claim)(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs,
-                 int *n);
+                 int *n, int64_t *expired, int *nexpired);
     int (*set_pgid)(struct store_conn *c, int64_t id, int32_t attempt, int32_t pgid);
     /* n completions, each fenced on its own: rcs[i] is 0, -ESTALE or
      * -EINVAL, and a refused one changes nothing. Returns 0, or a storage

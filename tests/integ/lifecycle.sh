@@ -52,9 +52,13 @@ expect "deadline: outcome" deadline "$(jq show --json "$id" | "$JGET" .outcome)"
 
 jq pause dq >/dev/null
 id=$(jq submit --queue dq --deadline +300ms -- true)
+# A held wait must hear of the failure the dispatcher's claim records.
+jq wait --timeout 10s "$id" >/dev/null 2>&1 &
+waiter=$!
 sleep 0.5
 jq resume dq >/dev/null
-wait_state "$id" failed 5
+wait "$waiter"
+expect "deadline: a held wait ends when the claim fails the job (124)" 124 $?
 expect "deadline: passed while queued, never started" "failed 0" \
     "$(state_of "$id") $(jq show --json "$id" | "$JGET" .attempts.#)"
 
