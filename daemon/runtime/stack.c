@@ -2,7 +2,7 @@
  * stack — coroutine stacks: mapped in slabs, pooled and reused, each with
  * overflow detection. Owns every stack mapping of a runtime.
  *
- * Layout of one slot: [guard page][usable stack ... struct coro]. The
+ * Layout of one slot: [guard][usable stack ... struct coro]. The
  * coroutine lives at the top of its stack, so spawning maps nothing and a
  * parked coroutine that touched 1 KiB of stack costs one page of RSS.
  *
@@ -79,8 +79,9 @@ struct slab {
 struct stack_pool {
     pthread_mutex_t lock;
     size_t page;
+    size_t guard;  /* below each stack */
     size_t usable; /* rt->stack_bytes */
-    size_t slot;   /* page + usable */
+    size_t slot;   /* guard + usable */
     enum guard_mode mode;
     long mprotect_budget; /* guard pages still allowed in GUARD_MPROTECT */
     int pidfd;            /* this process, for process_madvise */
@@ -224,8 +225,15 @@ stack_check_canary(struct coro *c)
             stack_overflow_abort(c, "canary overwritten");
 }
 
+/* The guard below each stack: JOBQ_CORO_GUARD_BYTES in whole pages. */
+static size_t
+guard_bytes(size_t page)
+{
+    return (JOBQ_CORO_GUARD_BYTES + page - 1) / page * page;
+}
+
 static struct sigaction old_segv;
-static size_t segv_page;
+static size_t segv_guard;
 
 static void
 segv_handler(int sig, siginfo_t *si, void *uctx)
@@ -234,7 +242,7 @@ segv_handler(int sig, siginfo_t *si, void *uctx)
     struct coro *c = s ? s->current : NULL;
     char *addr = si->si_addr;
 
-    if (c != NULL && addr >= c->lo - segv_page && addr < c->lo + STACK_SP_MARGIN)
+    if (c != NULL && addr >= c->lo - segv_guard && addr < c->lo + STACK_SP_MARGIN)
         stack_overflow_abort(c, "guard page hit");
     /* Not ours: hand it on, or restore the default so the fault repeats
      * and dumps core where it happened. */
@@ -269,7 +277,7 @@ install_segv(void)
     sa.sa_sigaction = segv_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    segv_page = (size_t)sysconf(_SC_PAGESIZE);
+    segv_guard = guard_bytes((size_t)sysconf(_SC_PAGESIZE));
     sigaction(SIGSEGV, &sa, &old_segv);
     pthread_mutex_unlock(&lock);
 }
@@ -317,8 +325,9 @@ stack_pool_new(struct rt *rt, struct stack_pool **out)
     p->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0); /* always close-on-exec */
     atomic_init(&p->batch, p->pidfd >= 0);
     p->page = (size_t)sysconf(_SC_PAGESIZE);
+    p->guard = guard_bytes(p->page);
     p->usable = rt->stack_bytes;
-    p->slot = p->page + p->usable;
+    p->slot = p->guard + p->usable;
     if (madv_guard_works(p->page)) {
         p->mode = GUARD_MADVISE;
     } else {
@@ -343,7 +352,7 @@ shell_init(struct stack_pool *p, char *slot, bool guarded)
 {
     struct coro *c = shell_at(p, slot);
     memset(c, 0, sizeof(*c));
-    c->lo = slot + p->page;
+    c->lo = slot + p->guard;
     c->guarded = guarded;
     if (!guarded) {
         uint64_t *q = (uint64_t *)(void *)c->lo;
@@ -368,7 +377,7 @@ slab_map(struct stack_pool *p, struct coro **list)
     if (base == MAP_FAILED)
         return 0;
     for (size_t i = 0; i < n; i++) {
-        iov[i] = (struct iovec){base + i * p->slot, p->page};
+        iov[i] = (struct iovec){base + i * p->slot, p->guard};
         g[i] = false;
     }
     if (p->mode == GUARD_MADVISE) {
@@ -377,7 +386,7 @@ slab_map(struct stack_pool *p, struct coro **list)
                 g[i] = true;
         } else {
             for (size_t i = 0; i < n; i++)
-                g[i] = madvise(iov[i].iov_base, p->page, MADV_GUARD_INSTALL) == 0;
+                g[i] = madvise(iov[i].iov_base, p->guard, MADV_GUARD_INSTALL) == 0;
         }
     }
     /* Each shell goes in the top page of its stack right below: fault the
@@ -405,7 +414,7 @@ slab_map(struct stack_pool *p, struct coro **list)
     p->slabs[p->nslabs++] = (struct slab){base, len};
     for (size_t i = 0; i < n; i++) {
         if (p->mode == GUARD_MPROTECT && p->mprotect_budget > 0 &&
-            mprotect(base + i * p->slot, p->page, PROT_NONE) == 0) {
+            mprotect(base + i * p->slot, p->guard, PROT_NONE) == 0) {
             p->mprotect_budget--;
             g[i] = true;
         }
@@ -491,7 +500,7 @@ pool_give(struct rt *rt, struct coro *list)
         p->nhot--;
         /* Guard markers and mprotect guards survive MADV_DONTNEED; the
          * shell and the canary are rebuilt when the stack is taken. */
-        rel[nrel] = (uintptr_t)(c->lo - p->page) | (c->guarded ? 1u : 0u);
+        rel[nrel] = (uintptr_t)(c->lo - p->guard) | (c->guarded ? 1u : 0u);
         iov[nrel++] = (struct iovec){c->lo, p->usable};
     }
     pthread_mutex_unlock(&p->lock);

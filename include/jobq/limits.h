@@ -18,6 +18,17 @@
 /* Smallest stack accepted by rt_opts: the entry frame, the canary and a
  * signal-free call chain of a few frames. */
 #define JOBQ_CORO_STACK_MIN_BYTES (16 * 1024)
+/* Guard region below every coroutine stack, rounded up to whole pages.
+ * On AArch64, GCC and LLVM -fstack-clash-protection probe a large frame
+ * only every 64 KiB (the guard size the AArch64 ABI assumes), so a one-page
+ * guard would be stepped over and a 200 KiB frame would land in the next
+ * stack; x86-64 compilers probe every page. A guard costs address space
+ * only: no RSS and, with MADV_GUARD_INSTALL, no map entry. */
+#if defined(__aarch64__)
+#define JOBQ_CORO_GUARD_BYTES (64 * 1024)
+#else
+#define JOBQ_CORO_GUARD_BYTES 4096
+#endif
 /* Names in stats, leak reports and crash messages. */
 #define JOBQ_CORO_NAME_BYTES 32
 /* Bytes at the low end of every stack filled with a pattern and verified at
