@@ -94,4 +94,23 @@ id=$(jq_other submit -- sh -c 'id -u')
 jq_other wait "$id" >/dev/null 2>&1
 expect "non-root daemon runs its own uid's jobs" $OTHER "$(jq_other logs "$id")"
 stop_daemon TERM
+
+# A root daemon without CAP_DAC_READ_SEARCH (as under the systemd unit)
+# cannot look into a submitter's 0700 directory: the command is then
+# searched by the job itself, as the submitter.
+install -d -o $OTHER -g $OTHER -m 700 "$T/privbin"
+install -o $OTHER -g $OTHER -m 755 /bin/true "$T/privbin/mytrue"
+STATE=$T/capstate
+SOCK=$STATE/jobq.sock
+setpriv --bounding-set -dac_override,-dac_read_search "$JOBQD" --state-dir "$STATE" \
+    --foreground --socket-mode 0666 >>"$T/jobqd.log" 2>&1 &
+DAEMON_PID=$!
+until_ok 10 'jq ping'
+id=$(jq_other submit --env PATH="$T/privbin" -- mytrue)
+jq_other wait "$id" >/dev/null 2>&1
+expect "a PATH entry only the submitter can enter is searched as them" 0 $?
+id=$(jq_other submit -- no-such-command-anywhere)
+jq_other wait "$id" >/dev/null 2>&1
+expect "... and a missing command is still 'not found' (127)" 127 $?
+stop_daemon TERM
 finish
