@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "exec_int.h"
+#include "jobq/log.h"
 #include "jobq/runtime.h"
 
 #define NS_PER_MS 1000000LL
@@ -253,12 +254,18 @@ leader_wait(int pidfd, struct ctx *ctx, int64_t timeout_ns)
 /* The stop sequence: SIGTERM to the group, the grace for the leader, then
  * SIGKILL and an unbounded wait (SIGKILL cannot be refused). */
 static void
-leader_stop(pid_t pgid, int pidfd, int64_t grace_ms)
+leader_stop(int64_t id, pid_t pgid, int pidfd, int64_t grace_ms)
 {
-    kill(-pgid, SIGTERM);
+    if (kill(-pgid, SIGTERM) < 0 && errno != ESRCH)
+        /* Only a daemon stripped of CAP_KILL gets here: the job goes on
+         * and this wait with it, so an operator must hear of it now. */
+        log_error("job.kill_failed", "id=%" PRId64 " pgid=%d signal=TERM err=%s", id, (int)pgid,
+                  log_q(strerror(errno)));
     if (leader_wait(pidfd, NULL, grace_ms * NS_PER_MS) == 0)
         return;
-    kill(-pgid, SIGKILL);
+    if (kill(-pgid, SIGKILL) < 0 && errno != ESRCH)
+        log_error("job.kill_failed", "id=%" PRId64 " pgid=%d signal=KILL err=%s", id, (int)pgid,
+                  log_q(strerror(errno)));
     leader_wait(pidfd, NULL, RT_FOREVER);
 }
 
@@ -415,7 +422,7 @@ exec_run(const struct exec_opts *o, const struct job *job, int32_t attempt, stru
     } else if ((rc = leader_wait(sp.pidfd, ctx, RT_FOREVER)) != 0) {
         if (rc == RT_ECANCELED || rc == RT_EDEADLINE)
             res->stopped = rc;
-        leader_stop(sp.pid, sp.pidfd, grace_ms);
+        leader_stop(job->id, sp.pid, sp.pidfd, grace_ms);
     }
     res->finished_at = job_now_ms();
     swept = end_job(o, job->id, sp.pid, res->finished_at - res->started_at);
