@@ -23,6 +23,7 @@ rtbench=$build/bench/runtime/rtbench
 gobench=$build/bench/runtime/gobench
 runs=${RUNS:-5}             # quick figures
 heavy_runs=${HEAVY_RUNS:-3} # a million coroutines, or 3 s of idling, per run
+quiet_wait=${QUIET_WAIT:-15} # most seconds to wait for a quiet CPU per figure
 
 if [ ! -x "$rtbench" ]; then
     echo "runtime.sh: $rtbench missing (make BUILD=$build benches)" >&2
@@ -87,11 +88,37 @@ go_idle() {
     awk -v a="$a" -v b="$b" 'BEGIN {printf "idle_wakeups_per_s %.2f\n", (b - a) / 3}'
 }
 
+# cpu_idle: the share of CPU time nobody used over the next second, in %
+# (other engineers' builds and tests share this machine).
+cpu_idle() {
+    local a b
+    a=($(head -1 /proc/stat))
+    sleep 1
+    b=($(head -1 /proc/stat))
+    awk -v t="$((b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[4] - a[5] - a[6] - a[7] - a[8]))" \
+        -v i="$((b[4] - a[4]))" 'BEGIN {printf "%.0f\n", t ? 100 * i / t : 0}'
+}
+
+# settle WHAT: before each figure, waits up to $quiet_wait seconds for a
+# second with at least 80% of the CPUs idle (both sides need both CPUs),
+# and says what it saw.
+settle() {
+    local end=$(($(date +%s) + quiet_wait)) idle
+    while :; do
+        idle=$(cpu_idle)
+        if [ "$idle" -ge 80 ] || [ "$(date +%s)" -ge "$end" ]; then
+            break
+        fi
+    done
+    echo "# $1: CPU idle ${idle}% before, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 # interleave WHAT N GOMAXPROCS: N runs of rtbench WHAT and gobench WHAT,
 # alternating.
 interleave() {
     local what=$1 n=$2 procs=$3 i
     local tj tg
+    settle "$what"
     tj=$(mktemp)
     tg=$(mktemp)
     for ((i = 0; i < n; i++)); do
@@ -111,6 +138,7 @@ echo "# runs per figure: $runs ($heavy_runs for parked, timers, idle); medians"
 echo "# threads: switch, chan 1 (GOMAXPROCS=1); chan_mt, spawn_join, parked, timers, idle 2 (GOMAXPROCS=2)"
 echo "# $(go version)"
 
+settle spin
 repeat raw "$runs" "$rtbench" spin
 interleave switch "$runs" 1
 interleave chan "$runs" 1

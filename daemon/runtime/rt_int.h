@@ -90,6 +90,7 @@ enum { HANDOFF_NONE = 0, HANDOFF_WATCHING = 1, HANDOFF_TAKEN = 2 };
 
 struct waiter {
     struct coro *co;    /* NULL: a plain thread blocked on the futex */
+    struct sched *home; /* co's thread: a waker need not read co's line */
     atomic_int fired;   /* WAITER_ARMED -> CLAIMED -> DONE */
     atomic_int handoff; /* HANDOFF_*, in the same line as fired */
     int status;         /* set by the claimer */
@@ -368,9 +369,9 @@ waiter_complete(struct waiter *w, int status, int index)
     atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
     if (co == NULL) {
         futex_wake_all(&w->fired); /* harmless if the waiter already left */
-    } else if (co->home == rt_tl_sched) {
+    } else if (w->home == rt_tl_sched) {
         co->state = CORO_RUNNABLE;
-        rq_push_tail(co->home, co);
+        rq_push_tail(w->home, co);
     } else {
         waiter_hand_over(w, co);
     }
@@ -387,6 +388,7 @@ wait_begin(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
     if (ctx != NULL || timeout_ns >= 0)
         return wait_begin_slow(wt, ctx, timeout_ns);
     wt->w.co = s ? s->current : NULL;
+    wt->w.home = s;
     atomic_init(&wt->w.fired, WAITER_ARMED);
     atomic_init(&wt->w.handoff, HANDOFF_NONE);
     wt->w.status = 0;

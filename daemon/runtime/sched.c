@@ -219,7 +219,7 @@ waiter_hand_over(struct waiter *w, struct coro *co)
         atomic_compare_exchange_strong_explicit(&w->handoff, &expect, HANDOFF_TAKEN,
                                                 memory_order_acq_rel, memory_order_relaxed))
         return;
-    remote_push(co->home, co);
+    remote_push(w->home, co);
 }
 
 bool
@@ -803,6 +803,7 @@ wait_begin_slow(struct wait *wt, struct ctx *ctx, int64_t timeout_ns)
     int tstatus = RT_ETIMEDOUT;
 
     wt->w.co = s ? s->current : NULL;
+    wt->w.home = s;
     atomic_init(&wt->w.fired, WAITER_ARMED);
     atomic_init(&wt->w.handoff, HANDOFF_NONE);
     wt->w.status = 0;

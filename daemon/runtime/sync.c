@@ -93,31 +93,37 @@ wl_claim_all(struct wlist *l)
     return list;
 }
 
+/* A queued node and its waiter, which a waker on another thread touches
+ * one after the other: one 128-byte block, moved as one (see chan.c). */
+struct wl_frame {
+    struct wnode node;
+    struct wait wt;
+} __attribute__((aligned(128)));
+
 /* Queues a waiter on l (lock held, released here), parks, and unlinks it
  * again if something other than a wake on l ended the wait. */
 static int
 wl_wait(struct spin *lock, struct wlist *l, struct ctx *ctx, int64_t timeout_ns,
         enum coro_wait reason)
 {
-    struct wait wt;
-    struct wnode node;
+    struct wl_frame f;
     int rc;
 
     if (timeout_ns == 0) {
         spin_unlock(lock);
         return RT_EAGAIN;
     }
-    if ((rc = wait_begin(&wt, ctx, timeout_ns)) != 0) {
+    if ((rc = wait_begin(&f.wt, ctx, timeout_ns)) != 0) {
         spin_unlock(lock);
         return rc;
     }
-    node.w = &wt.w;
-    wl_push(l, &node);
+    f.node.w = &f.wt.w;
+    wl_push(l, &f.node);
     spin_unlock(lock);
-    rc = wait_park(&wt, reason);
+    rc = wait_park(&f.wt, reason);
     if (rc != 0) {
         spin_lock(lock);
-        wl_remove(l, &node);
+        wl_remove(l, &f.node);
         spin_unlock(lock);
     }
     return rc;
