@@ -146,6 +146,12 @@
  * dead NFS server, can take long), and how often it looks. */
 #define JOBQ_EXEC_LEFTOVER_WAIT_MS 10000
 #define JOBQ_EXEC_LEFTOVER_POLL_MS 5
+/* At start-up, how long jobqd waits for the state directory's lock when
+ * the jobqd that holds it is gone (the kernel releasing a killed daemon's
+ * last reference: up to 15 s seen under load), and how often it tries. A
+ * lock held by a live jobqd is refused at once (exit 4). */
+#define JOBQ_STATE_LOCK_WAIT_MS 30000
+#define JOBQ_STATE_LOCK_POLL_MS 20
 
 /* ---- logging ---------------------------------------------------------- */
 

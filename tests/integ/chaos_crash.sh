@@ -129,10 +129,47 @@ else
     fail "crash during submits: jobs = acks + at most one unacknowledged per submitter" \
         "jobs=$total acked=$acked"
 fi
+# One jobqd per state directory: a second one is refused at once (exit 4),
+# also when the first has detached (the lock file names the serving pid).
+t=$(now_ns)
+"$JOBQD" --state-dir "$STATE" --foreground >second.out 2>&1
+rc=$?
+expect "a second jobqd on the state directory exits 4 at once" "4 yes" \
+    "$rc $([ $((($(now_ns) - t) / 1000000)) -lt 2000 ] && grep -q 'already running' second.out && echo yes)"
 # The database itself after all that: a clean stop, then SQLite's check.
 stop_daemon TERM
 expect "crash during submits: the database passes integrity_check" ok \
     "$(sqlite3 "file:$STATE/jobq.db?mode=ro" 'PRAGMA integrity_check' 2>&1)"
+
+# A lock still held when the jobqd that took it is gone (the kernel may
+# release a killed jobqd's last reference to it seconds later, when it was
+# spawning a job): the next jobqd waits for it instead of refusing.
+echo 999999999 >"$STATE/jobqd.lock"
+flock "$STATE/jobqd.lock" sleep 1.5 &
+holder=$!
+until_ok 5 "! flock -n $STATE/jobqd.lock true"
+t=$(now_ns)
+start_daemon --concurrency 16 || fail "lock held by a dead jobqd's leftover: waited for" "did not start"
+took=$((($(now_ns) - t) / 1000000))
+wait $holder
+if [ -n "$DAEMON_PID" ] && grep -q 'jobqd.lock_wait' "$T/jobqd.log" && [ "$took" -ge 1000 ]; then
+    pass "lock held by a gone jobqd's leftover: the next one waits for it (${took}ms)"
+else
+    fail "lock held by a gone jobqd's leftover: the next one waits for it" "took ${took}ms"
+fi
+# Detached (no --foreground): the pid in the lock file is the serving one.
+stop_daemon TERM
+"$JOBQD" --state-dir "$STATE" >>"$T/jobqd.log" 2>&1
+until_ok 10 'jq ping'
+DAEMON_PID=$(cat "$STATE/jobqd.lock")
+t=$(now_ns)
+"$JOBQD" --state-dir "$STATE" --foreground >second.out 2>&1
+rc=$?
+expect "a second jobqd, the first detached: exit 4 at once" "4 yes" \
+    "$rc $([ $((($(now_ns) - t) / 1000000)) -lt 2000 ] && echo yes)"
+kill -TERM "$DAEMON_PID"
+until_ok 10 "! kill -0 $DAEMON_PID"
+DAEMON_PID=
 
 # --- 2. crash while running -------------------------------------------------
 # A fresh state directory for each part from here on.
@@ -226,11 +263,16 @@ use_state drain
 for round in $(seq 1 "$DRAIN_ROUNDS"); do
     start_daemon --concurrency 32 --shutdown-grace 2s --kill-grace 5s || exit 1
     short= long=
+    # Held in a paused queue until all 20 are in: they start together.
+    jq pause dq >/dev/null
     for i in $(seq 1 10); do
-        short="$short $(jq submit -- sleep 0.5)"
-        long="$long $(jq submit -- sh -c 'trap "" TERM; sleep 60')"
+        short="$short $(jq submit --queue dq -- sleep 0.5)"
+        long="$long $(jq submit --queue dq -- sh -c 'trap "" TERM; sleep 60')"
     done
-    until_ok 20 'test "$(jq stats --json | "$JGET" .running)" = 20'
+    jq resume dq >/dev/null
+    if ! until_ok 20 'test "$(jq stats --json | "$JGET" .running)" = 20'; then
+        fail "drain ($round): 20 jobs running" "$(jq stats --json | "$JGET" .running) running"
+    fi
     t=$(now_ns)
     stop_daemon TERM
     took=$((($(now_ns) - t) / 1000000))
