@@ -15,7 +15,8 @@
 #       execution held back (queue paused, no worker, or blocker jobs in
 #       every slot); jobq.enqueue_batch_rate: one `jobq submit --batch`.
 #   exec_rate  /bin/true jobs, first submit to last completion; jobq 64 at
-#       once, beanstalkd/BullMQ/pg-boss workers 64, tsp and nq 2.
+#       once (submitted in batches of 500), beanstalkd/BullMQ/pg-boss
+#       workers 64, tsp and nq 2 (one CLI call per job, as is jobq_cli).
 #   start_latency_p50_us, _p99_us  on an idle system: from the moment the
 #       client starts the submit to the moment the job's process runs (the
 #       job is a static program writing CLOCK_REALTIME to a file).
@@ -28,9 +29,11 @@
 # bench/results/peers.md (medians and min-max of the runs) and
 # bench/results/peers_*.png (gnuplot).
 #
-# Knobs (environment): RUNS (3), N_ENQUEUE (10000), N_EXEC (5000),
-# N_LATENCY (200), PEERS ("jobq beanstalkd tsp nq bullmq pgboss"),
-# RESULTS_DIR (bench/results of the source tree).
+# docs/BENCHMARKS.md (section Peers) says why each system is driven the way
+# it is. Knobs (environment): RUNS (3), N_ENQUEUE (10000), N_EXEC (5000),
+# N_LATENCY (200), T_ENQUEUE (5), T_EXEC (8), PEERS ("jobq beanstalkd tsp
+# nq bullmq pgboss"), RESULTS_DIR (bench/results of the source tree),
+# KEEP_WORK (keep the temporary directory, for a post-mortem).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -48,9 +51,9 @@ results=${RESULTS_DIR:-$src/bench/results}
 # 2 processes per queued job must stay well inside pid_max on a shared host.
 n_cli=900
 # pg-boss polls (every 0.5 s at best) and fetches one batch per poll: its
-# exec run uses 1000 jobs and its latency 30 samples to fit the time budget.
+# exec run uses 1000 jobs and its latency 20 samples to fit the time budget.
 n_exec_pgboss=1000
-n_lat_pgboss=30
+n_lat_pgboss=20
 # Time caps, so that the slowest systems fit the 15-minute budget: an
 # enqueue run stops after t_enq seconds, an exec run stops submitting after
 # t_exec seconds (then waits for what it submitted); the rate is over the

@@ -157,7 +157,7 @@ short() {
     beanstalkd) echo "beanstalkd" ;;
     beanstalkd_binlog) echo "beanstalkd -b" ;;
     beanstalkd_fsync) echo "beanstalkd -b -f0" ;;
-    jobq_cli) echo "jobq (CLI)" ;;
+    jobq_cli) echo "jobq CLI" ;;
     bullmq) echo "BullMQ" ;;
     pgboss) echo "pg-boss" ;;
     *) echo "$1" ;;
@@ -181,9 +181,9 @@ table "$dat/exec" exec_rate
 table "$dat/enq" enqueue_1_rate enqueue_16_rate
 table "$dat/lat" start_latency_p50_us start_latency_p99_us
 table "$dat/mem" idle_rss_kib rss_1000_queued_kib rss_200_running_kib
-sed -i '/^"jobq (CLI)"/d' "$dat/mem"
+sed -i '/^"jobq CLI"/d' "$dat/mem"
 # How many jobs ran at once in the exec workload; nq's missing idle bar.
-sed -i -e 's/^"jobq"/"jobq (64)"/' -e 's/^"jobq (CLI)"/"jobq CLI (64)"/' -e 's/^"beanstalkd\([^"]*\)"/"beanstalkd\1 (64)"/' \
+sed -i -e 's/^"jobq"/"jobq (64)"/' -e 's/^"jobq CLI"/"jobq CLI (64)"/' -e 's/^"beanstalkd\([^"]*\)"/"beanstalkd\1 (64)"/' \
     -e 's/^"tsp"/"tsp (2)"/' -e 's/^"nq"/"nq (2)"/' -e 's/^"BullMQ"/"BullMQ (64)"/' \
     -e 's/^"pg-boss"/"pg-boss (64)"/' "$dat/exec"
 sed -i 's/^"nq"/"nq (no daemon)"/' "$dat/mem"
