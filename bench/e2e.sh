@@ -210,9 +210,9 @@ echo "# after: $(noise)"
 
 # ---- the figures --------------------------------------------------------
 for k in raw.spawn_rate raw.spawn_start_p50_us raw.spawn_start_p99_us raw.fsync_p50_us \
-    e2e.exec_rate exec_submit_ms e2e.submit_rate submit_req_p50_us \
-    submit_req_p99_us e2e.start_latency_p50_us e2e.start_latency_p99_us start_latency_min_us \
-    start_latency_max_us start_before_ack_pct send_to_start_p50_us send_to_start_p99_us \
+    e2e.exec_rate exec_submit_ms e2e.submit_rate submit_req_p50_us submit_req_p99_us \
+    submit_writes_per_commit submit_commit_ms e2e.start_latency_p50_us e2e.start_latency_p99_us \
+    start_latency_min_us start_latency_max_us start_before_ack_pct send_to_start_p50_us send_to_start_p99_us \
     e2e.rss_per_running_job_bytes fill_start_ms e2e.idle_rss_kib e2e.idle_wakeups_per_s \
     idle_threads; do
     val[$k]=$(med "$k")
@@ -244,7 +244,8 @@ echo "RESULT e2e.rss_per_running_job_bytes ${val[e2e.rss_per_running_job_bytes]}
 echo "RESULT e2e.idle_rss_kib ${val[e2e.idle_rss_kib]} KiB"
 echo "RESULT e2e.idle_wakeups_per_s ${val[e2e.idle_wakeups_per_s]} per_s"
 echo "# exec: submitting took ${val[exec_submit_ms]} ms of the run"
-echo "# submit: request latency p50 ${val[submit_req_p50_us]} us, p99 ${val[submit_req_p99_us]} us"
+echo "# submit: request latency p50 ${val[submit_req_p50_us]} us, p99 ${val[submit_req_p99_us]} us;" \
+    "${val[submit_writes_per_commit]} writes per commit, ${val[submit_commit_ms]} ms per commit"
 echo "# latency: min ${val[start_latency_min_us]} us, max ${val[start_latency_max_us]} us," \
     "${val[start_before_ack_pct]}% started before the reply arrived;" \
     "submit sent -> started p50 ${val[send_to_start_p50_us]} us, p99 ${val[send_to_start_p99_us]} us"

@@ -481,6 +481,18 @@ mode_submit(const char *sock, int argc, char **argv)
     printf("e2e.submit_rate %.0f\n", (double)n * 1e9 / (double)(t1 - t0));
     printf("submit_req_p50_us %.0f\n", (double)pct(lat, (size_t)n, 50) / 1e3);
     printf("submit_req_p99_us %.0f\n", (double)pct(lat, (size_t)n, 99) / 1e3);
+    /* How many submits shared each commit (the store's own figures). */
+    {
+        cJSON *res, *r = call(&sc[0].c, "stats", NULL, &res);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(res, "store");
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(st, "writes_per_commit_avg");
+        const cJSON *ms = cJSON_GetObjectItemCaseSensitive(st, "commit_avg_ms");
+        if (cJSON_IsNumber(w) && cJSON_IsNumber(ms)) {
+            printf("submit_writes_per_commit %.0f\n", w->valuedouble);
+            printf("submit_commit_ms %.2f\n", ms->valuedouble);
+        }
+        cJSON_Delete(r);
+    }
     for (int i = 0; i < conns; i++) {
         conn_close(&sc[i].c);
         free(sc[i].out.p);
