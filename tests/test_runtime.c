@@ -848,6 +848,72 @@ test_select_send_case(void **state)
     done(rt);
 }
 
+/* Two senders on two threads race to complete one select parked on both
+ * channels with no timeout: exactly one may win each round, so every
+ * value arrives once and no sender is left believing it delivered. */
+struct selrace {
+    struct chan *ch[2];
+    struct wg *wg;
+    int n;
+    long sent[2];
+};
+
+struct selsender {
+    struct selrace *r;
+    int k;
+};
+
+static void
+race_sender(void *p)
+{
+    struct selsender *ss = p;
+    struct selrace *r = ss->r;
+    for (int i = 1; i <= r->n; i++) {
+        int v = i;
+        assert_int_equal(chan_send(r->ch[ss->k], &v, NULL, RT_FOREVER), 0);
+        r->sent[ss->k] += v;
+    }
+    wg_done(r->wg);
+}
+
+static void
+select_race_main(void *p)
+{
+    struct selrace r = {.n = 20000};
+    struct selsender ss[2] = {{&r, 0}, {&r, 1}};
+    long got[2] = {0, 0};
+    int v = 0;
+    (void)p;
+    chan_new(sizeof(int), 0, &r.ch[0]);
+    chan_new(sizeof(int), 0, &r.ch[1]);
+    wg_new(&r.wg);
+    wg_add(r.wg, 2);
+    coro_spawn_on(coro_rt(), 0, "send-a", race_sender, &ss[0]);
+    coro_spawn_on(coro_rt(), 1, "send-b", race_sender, &ss[1]);
+    for (int i = 0; i < 2 * r.n; i++) {
+        struct chan_case cs[2] = {{r.ch[0], CHAN_RECV, &v, 0}, {r.ch[1], CHAN_RECV, &v, 0}};
+        int k = chan_select(cs, 2, NULL, RT_FOREVER);
+        assert_true(k == 0 || k == 1);
+        got[k] += v;
+    }
+    wg_wait(r.wg, NULL, RT_FOREVER);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(got[k], (long)r.n * (r.n + 1) / 2);
+        assert_int_equal(r.sent[k], got[k]);
+    }
+    wg_free(r.wg);
+    chan_free(r.ch[0]);
+    chan_free(r.ch[1]);
+}
+
+static void
+test_select_across_threads_takes_each_value_once(void **state)
+{
+    struct rt *rt = mkrt(2);
+    rt_run(rt, "main", select_race_main, NULL);
+    done(rt);
+}
+
 /* ---- contexts in every kind of wait ----------------------------------- */
 
 enum waitkind {
@@ -1644,6 +1710,7 @@ main(void)
         cmocka_unit_test(test_select_is_fair_between_ready_cases),
         cmocka_unit_test(test_select_default_timeout_and_wakeup),
         cmocka_unit_test(test_select_send_case),
+        cmocka_unit_test(test_select_across_threads_takes_each_value_once),
         cmocka_unit_test(test_cancel_ends_every_kind_of_wait),
         cmocka_unit_test(test_deadline_ends_every_kind_of_wait),
         cmocka_unit_test(test_ctx_tree_propagation_and_deadlines),

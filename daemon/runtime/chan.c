@@ -405,6 +405,9 @@ chan_select(struct chan_case *cases, int n, struct ctx *ctx, int64_t timeout_ns)
         unlock_all(order, nlock);
         goto out;
     }
+    /* One waiter queued on several channels: their locks do not exclude
+     * each other, so claims must compare-and-swap. */
+    wt.w.solo = false;
     for (int i = 0; i < n; i++) {
         struct chan_case *cs = &cases[i];
         sgs[i].queued = false;
