@@ -330,6 +330,8 @@ test_http_address_errors(void **state)
                  "--http: bad address \"[::1]80\": expected [IPV6]:PORT");
     expect_error(fx, load(fx, ARGS("--http", "a b:80"), NONE),
                  "--http: bad address \"a b:80\": expected ADDR:PORT, like 127.0.0.1:9090");
+    expect_error(fx, load(fx, ARGS("--http", "['#0]:9"), NONE),
+                 "--http: bad address \"['#0]:9\": expected ADDR:PORT, like 127.0.0.1:9090");
 }
 
 static void
