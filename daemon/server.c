@@ -44,8 +44,10 @@
  * are normal: 10k idle connections held 40 MiB of buffers before). */
 #define CONN_BUF_BYTES (4 * 1024)
 /* When a burst of this many connections has drained away, hand the freed
- * heap back to the system: "memory returns to baseline". */
+ * heap and the pooled coroutine stacks beyond TRIM_KEEP_STACKS back to the
+ * system: "memory returns to baseline". */
 #define TRIM_AFTER_CONNS 64
+#define TRIM_KEEP_STACKS 64
 /* After a client's EOF, how often to look whether it closed entirely
  * (then its held requests are abandoned) or only its writing half. */
 #define HUP_CHECK_NS (500 * 1000000LL)
@@ -505,9 +507,11 @@ uid_drop(struct server *s, uid_t uid)
 }
 
 static int
-trim_heap(void *arg)
+trim_memory(void *arg)
 {
-    (void)arg;
+    struct server *s = arg;
+
+    rt_trim(s->d->rt, TRIM_KEEP_STACKS);
     malloc_trim(0);
     return 0;
 }
@@ -585,7 +589,7 @@ conn_main(void *arg)
         uid_drop(s, c->peer.uid);
     free(c);
     if (atomic_fetch_sub(&s->nconns, 1) == 1 && atomic_exchange(&s->peak, 0) >= TRIM_AFTER_CONNS)
-        rt_blocking(NULL, trim_heap, NULL);
+        rt_blocking(NULL, trim_memory, s);
     wg_done(s->conns);
 }
 

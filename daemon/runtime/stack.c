@@ -475,25 +475,17 @@ hot_limit(struct rt *rt)
     return live / 4 > JOBQ_CORO_POOL_KEEP ? (size_t)live / 4 : JOBQ_CORO_POOL_KEEP;
 }
 
-/* Returns the stacks chained on list to the shared pool and releases the
- * memory of those beyond hot_limit, up to RELEASE_BATCH per call, in one
- * process_madvise (one TLB shoot-down for them all). */
-static void
-pool_give(struct rt *rt, struct coro *list)
+/* Releases the memory of the resident free stacks beyond limit, up to
+ * RELEASE_BATCH per call, in one process_madvise (one TLB shoot-down for
+ * them all). Returns how many it released. */
+static size_t
+release_hot(struct stack_pool *p, size_t limit)
 {
-    struct stack_pool *p = rt->stacks;
     struct iovec iov[RELEASE_BATCH];
     uintptr_t rel[RELEASE_BATCH];
-    size_t limit = hot_limit(rt), nrel = 0;
+    size_t nrel = 0;
 
     pthread_mutex_lock(&p->lock);
-    while (list != NULL) {
-        struct coro *c = list;
-        list = c->next;
-        c->next = p->hot;
-        p->hot = c;
-        p->nhot++;
-    }
     while (p->nhot > limit && nrel < RELEASE_BATCH) {
         struct coro *c = p->hot;
         p->hot = c->next;
@@ -505,7 +497,7 @@ pool_give(struct rt *rt, struct coro *list)
     }
     pthread_mutex_unlock(&p->lock);
     if (nrel == 0)
-        return;
+        return 0;
     if (!advise_batch(p, iov, nrel, MADV_DONTNEED))
         for (size_t i = 0; i < nrel; i++)
             madvise(iov[i].iov_base, iov[i].iov_len, MADV_DONTNEED);
@@ -513,6 +505,35 @@ pool_give(struct rt *rt, struct coro *list)
     for (size_t i = 0; i < nrel; i++)
         p->cold[p->ncold++] = rel[i];
     pthread_mutex_unlock(&p->lock);
+    return nrel;
+}
+
+/* Returns the stacks chained on list to the shared pool and releases the
+ * memory of those beyond hot_limit. */
+static void
+pool_give(struct rt *rt, struct coro *list)
+{
+    struct stack_pool *p = rt->stacks;
+    size_t limit = hot_limit(rt);
+
+    pthread_mutex_lock(&p->lock);
+    while (list != NULL) {
+        struct coro *c = list;
+        list = c->next;
+        c->next = p->hot;
+        p->hot = c;
+        p->nhot++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    release_hot(p, limit);
+}
+
+void
+rt_trim(struct rt *rt, size_t keep)
+{
+    /* Batch by batch, so the lock is never held across a madvise. */
+    while (release_hot(rt->stacks, keep) > 0)
+        ;
 }
 
 struct coro *

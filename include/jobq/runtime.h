@@ -304,4 +304,16 @@ struct rt_stats {
 /* A racy but consistent-enough snapshot (each counter read once). */
 void rt_stats(struct rt *rt, struct rt_stats *out);
 
+/*
+ * Hands the memory of the free stacks kept resident beyond keep back to
+ * the kernel (MADV_DONTNEED: they stay mapped, and fault in again when
+ * reused). The pool keeps up to JOBQ_CORO_POOL_KEEP free stacks with
+ * every page they ever touched, so that a load that comes back spawns
+ * without faults; a server calls this once a burst of clients has
+ * drained (2000 connections left 5-10 MiB of stacks resident). The stacks
+ * each scheduler thread caches (JOBQ_CORO_CACHE_STACKS) are not touched.
+ * Any thread.
+ */
+void rt_trim(struct rt *rt, size_t keep);
+
 #endif
