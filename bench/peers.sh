@@ -175,15 +175,26 @@ rec_mem() { # SYSTEM KEY RUN "rss pss"
     rec "$1" "${2%_kib}_pss_kib" "$3" "${4#* }"
 }
 
+# The latency job: no libc, its own _start (bench/peers/stamp.c says why),
+# else static, else the Makefile's build; the run says which.
 stamp=$work/stamp
-# Static: no loader, no shared libraries between execve and the stamp.
-cc -O2 -static -o "$stamp" "$src/bench/peers/stamp.c"
+stamp_kind="no libc, static"
+if ! "${CC:-cc}" -O2 -DSTAMP_NOLIBC -nostdlib -static -fno-stack-protector -o "$stamp" \
+    "$src/bench/peers/stamp.c" 2>/dev/null || ! "$stamp" "$work/stamp.test"; then
+    stamp_kind="static libc: adds libc's start-up to every latency"
+    if ! "${CC:-cc}" -O2 -static -o "$stamp" "$src/bench/peers/stamp.c" 2>/dev/null; then
+        stamp_kind="dynamic: adds the loader's time to every latency"
+        cp "$build/bench/peers/stamp" "$stamp"
+    fi
+fi
+rm -f "$work/stamp.test"
 
 # shellcheck disable=SC1091
 machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), Linux $(uname -r)"
 echo "# machine: $machine"
 echo "# disk of the state directories: $(df -h "$work" | awk 'NR == 2 {print $1 " on " $6}')"
 echo "# load at start: $(uptime | sed 's/.*load average: //')"
+echo "# latency job: $stamp_kind"
 echo "# runs: $runs; enqueue $n_enq jobs ($n_cli for tsp, nq and jobq's CLI), exec $n_exec ($n_exec_pgboss for pg-boss), latency $n_lat samples ($n_lat_pgboss for pg-boss)"
 
 # ---------------------------------------------------------------- jobq
