@@ -55,7 +55,11 @@ struct run {
     int64_t timeout_end; /* monotonic ns, INT64_MAX if none */
     int64_t deadline_end;
     int64_t due_ms; /* when it became due (wait metric) */
-    pid_t pgid;     /* under dp->lock */
+    /* rt_now_ns() when exec_run began, 0 before: the attempt's duration in
+     * the log and the histogram is monotonic, so that a wall-clock step
+     * does not make a 2 s attempt last an hour (chaos_clock.sh). */
+    int64_t mono_started;
+    pid_t pgid; /* under dp->lock */
     struct run *next;
 };
 
@@ -344,6 +348,8 @@ finish(struct run *r, int rc, struct exec_result *res)
         .run_at = run_at,
     };
     int64_t started = rc < 0 ? now : res->started_at;
+    int64_t dur_ms =
+        r->mono_started > 0 ? (rt_now_ns() - r->mono_started) / 1000000 : c.finished_at - started;
 
     for (;;) {
         int src = store_complete(d->store, &c);
@@ -366,10 +372,10 @@ finish(struct run *r, int rc, struct exec_result *res)
              "id=%" PRId64 " queue=%s attempt=%d outcome=%s exit=%d signal=%d dur_ms=%" PRId64
              " next=%s%s%s",
              j->id, log_q(j->spec.queue ? j->spec.queue : "default"), r->attempt,
-             job_outcome_name(o), c.exit_code, c.signal, c.finished_at - started,
+             job_outcome_name(o), c.exit_code, c.signal, dur_ms,
              job_state_name(o == OUTCOME_CANCELED ? JOB_CANCELED : next), err[0] ? " error=" : "",
              err[0] ? log_q(err) : "");
-    metrics_finished(d->metrics, j->spec.queue, o, c.finished_at - started, started - r->due_ms);
+    metrics_finished(d->metrics, j->spec.queue, o, dur_ms, started - r->due_ms);
 }
 
 static void
@@ -382,6 +388,7 @@ job_main(void *arg)
     int rc;
 
     memset(&res, 0, sizeof(res));
+    r->mono_started = rt_now_ns();
     rc = exec_run(&d->exec, r->job, r->attempt, r->ctx, on_started, on_output, r, &res);
     /* The leader is reaped: its group number is free for anyone now, so
      * the drain's kill_all must no longer use it. */
