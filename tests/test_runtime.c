@@ -425,6 +425,72 @@ test_wait_fd_woken_by_other_thread(void **state)
     done(rt);
 }
 
+/* A thread whose run queue never empties never sleeps in epoll: it must
+ * still poll its event base, or an fd wait on it would starve. */
+struct busy {
+    int fds[2];
+    atomic_bool woke;
+    bool saw_wake; /* the yielder stopped because the reader woke */
+    struct wg *wg;
+};
+
+static void
+busy_yielder(void *p)
+{
+    struct busy *b = p;
+    int64_t end = rt_now_ns() + 5000 * MS;
+    while (!atomic_load(&b->woke) && rt_now_ns() < end)
+        coro_yield();
+    b->saw_wake = atomic_load(&b->woke);
+    wg_done(b->wg);
+}
+
+static void
+busy_reader(void *p)
+{
+    struct busy *b = p;
+    assert_int_equal(coro_wait_fd(b->fds[0], CORO_READ, NULL, RT_FOREVER), CORO_READ);
+    atomic_store(&b->woke, true);
+    wg_done(b->wg);
+}
+
+static void
+busy_main(void *p)
+{
+    struct busy *b = p;
+    wg_new(&b->wg);
+    wg_add(b->wg, 2);
+    coro_spawn(coro_rt(), "reader", busy_reader, b);
+    coro_spawn(coro_rt(), "yielder", busy_yielder, b);
+    wg_wait(b->wg, NULL, RT_FOREVER);
+    wg_free(b->wg);
+}
+
+static void *
+busy_writer(void *p)
+{
+    struct busy *b = p;
+    usleep(20000);
+    assert_int_equal(write(b->fds[1], "x", 1), 1);
+    return NULL;
+}
+
+static void
+test_busy_thread_still_polls_fds(void **state)
+{
+    struct busy b = {0};
+    struct rt *rt = mkrt(1);
+    pthread_t th;
+    assert_int_equal(pipe2(b.fds, O_NONBLOCK), 0);
+    pthread_create(&th, NULL, busy_writer, &b);
+    rt_run(rt, "main", busy_main, &b);
+    pthread_join(th, NULL);
+    assert_true(b.saw_wake);
+    close(b.fds[0]);
+    close(b.fds[1]);
+    done(rt);
+}
+
 static int
 spawn_child(const char *cmd, pid_t *pid)
 {
@@ -1700,6 +1766,7 @@ main(void)
         cmocka_unit_test(test_timer_heap_fires_all_in_any_order),
         cmocka_unit_test(test_wait_fd_readable_writable_timeout),
         cmocka_unit_test(test_wait_fd_woken_by_other_thread),
+        cmocka_unit_test(test_busy_thread_still_polls_fds),
         cmocka_unit_test(test_wait_pidfd_exit_status_and_timeout),
         cmocka_unit_test(test_coroutine_only_calls_refuse_plain_threads),
         cmocka_unit_test(test_unbuffered_pingpong_from_plain_thread),

@@ -7,10 +7,13 @@
  *
  * Switching is direct: a coroutine that parks or yields switches straight
  * to the next runnable coroutine of its thread; only when none is left, or
- * every JOBQ_SCHED_POLL_EVERY switches, does it return to the scheduler
- * loop, which drains the remote queue, fires due timers, polls the event
- * base, and when there is nothing to do spins briefly and then sleeps in
- * epoll until an fd, a timer or its notify eventfd wakes it.
+ * when a look at the clock every JOBQ_SCHED_POLL_EVERY switches finds a
+ * timer due or the event base unpolled for JOBQ_SCHED_POLL_NS, does it
+ * return to the scheduler loop, which drains the remote queue, fires due
+ * timers, polls the event base, and when there is nothing to do spins
+ * (watching the coroutine that parked last, see "the watch") and then
+ * sleeps in epoll until an fd, a timer or its notify eventfd wakes it.
+ * docs/RUNTIME.md tells the whole design with its measurements.
  */
 #include <errno.h>
 #include <limits.h>
@@ -504,8 +507,11 @@ static bool
 poll_due(struct sched *s)
 {
     int64_t now = rt_now_ns();
-    s->poll_countdown = JOBQ_SCHED_POLL_EVERY;
-    return now - s->polled >= JOBQ_SCHED_POLL_NS || (s->nheap > 0 && s->heap[0].when <= now);
+    bool due =
+        now - s->polled >= JOBQ_SCHED_POLL_NS || (s->nheap > 0 && s->heap[0].when <= now);
+    /* If due, the next pass of the loop must read the clock and poll. */
+    s->poll_countdown = due ? 1 : JOBQ_SCHED_POLL_EVERY;
+    return due;
 }
 
 static void
