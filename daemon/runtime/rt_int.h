@@ -265,7 +265,7 @@ struct sched {
     struct timer_rec *rec_free; /* the record pool */
     struct rec_chunk *rec_chunks;
 
-    struct coro *cache; /* free stacks */
+    struct coro *cache[2 * JOBQ_CORO_CACHE_STACKS]; /* free stacks, last freed on top */
     size_t ncache;
 
     atomic_uint_fast64_t activity; /* loop iterations (owner-written); rt_free's quiescence */
@@ -451,13 +451,10 @@ void stack_overflow_abort(struct coro *c, const char *how) __attribute__((noretu
 static inline struct coro *
 stack_get(struct rt *rt, struct sched *s)
 {
-    struct coro *c;
-    if (s == NULL || (c = s->cache) == NULL)
+    if (s == NULL || s->ncache == 0)
         return stack_get_slow(rt, s);
-    s->cache = c->next;
-    s->ncache--;
     own_add(&s->st.stacks_in_use, 1);
-    return c;
+    return s->cache[--s->ncache];
 }
 
 /* Returns c's stack to thread s's cache (s: c's home, the caller). */
@@ -466,10 +463,9 @@ stack_put(struct rt *rt, struct sched *s, struct coro *c)
 {
     stack_unpoison(c);
     own_add(&s->st.stacks_in_use, -1);
-    c->next = s->cache;
-    s->cache = c;
-    if (RT_UNLIKELY(++s->ncache > 2 * JOBQ_CORO_CACHE_STACKS))
+    if (RT_UNLIKELY(s->ncache == 2 * JOBQ_CORO_CACHE_STACKS))
         stack_put_slow(rt, s);
+    s->cache[s->ncache++] = c;
 }
 
 /* At every switch away from c: the stack pointer must still be inside the

@@ -86,10 +86,13 @@ struct stack_pool {
     long mprotect_budget; /* guard pages still allowed in GUARD_MPROTECT */
     int pidfd;            /* this process, for process_madvise */
     atomic_bool batch;    /* process_madvise works here */
-    struct coro *hot;     /* free stacks with their shell intact */
+    /* Free stacks as arrays of pointers, not lists through the shells:
+     * handing 64 of them over reads no shell (a cache and TLB miss each).
+     * Both have room for every stack, so giving one back never fails. */
+    struct coro **hot; /* resident, shell intact; the last given on top */
     size_t nhot;
-    uintptr_t *cold; /* free slots released with MADV_DONTNEED (bit 0: guarded) */
-    size_t ncold, cold_cap;
+    uintptr_t *cold; /* released with MADV_DONTNEED (bit 0: guarded) */
+    size_t ncold;
     struct slab *slabs;
     size_t nslabs, slabs_cap;
     atomic_long in_use;
@@ -363,10 +366,10 @@ shell_init(struct stack_pool *p, char *slot, bool guarded)
     return c;
 }
 
-/* Maps a slab and threads its stacks onto *list. Returns the number of
- * stacks (0: out of memory). */
+/* Maps a slab and puts its JOBQ_CORO_STACKS_PER_SLAB stacks in out[].
+ * Returns their number (0: out of memory). */
 static size_t
-slab_map(struct stack_pool *p, struct coro **list)
+slab_map(struct stack_pool *p, struct coro **out)
 {
     size_t n = JOBQ_CORO_STACKS_PER_SLAB, len = n * p->slot, guarded = 0;
     char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -396,19 +399,20 @@ slab_map(struct stack_pool *p, struct coro **list)
     advise_batch(p, iov, n, MADV_POPULATE_WRITE);
     pthread_mutex_lock(&p->lock);
     if (p->nslabs == p->slabs_cap) {
-        /* The cold list has room for every stack, so releasing one never
-         * needs memory. */
         size_t cap = p->slabs_cap ? p->slabs_cap * 2 : 64;
         struct slab *sl = realloc(p->slabs, cap * sizeof(*sl));
         uintptr_t *cold = sl ? realloc(p->cold, cap * n * sizeof(*cold)) : NULL;
+        struct coro **hot = cold ? realloc(p->hot, cap * n * sizeof(*hot)) : NULL;
         if (sl != NULL)
             p->slabs = sl;
-        if (cold == NULL) {
+        if (cold != NULL)
+            p->cold = cold;
+        if (hot == NULL) {
             pthread_mutex_unlock(&p->lock);
             munmap(base, len);
             return 0;
         }
-        p->cold = cold;
+        p->hot = hot;
         p->slabs_cap = cap;
     }
     p->slabs[p->nslabs++] = (struct slab){base, len};
@@ -421,46 +425,34 @@ slab_map(struct stack_pool *p, struct coro **list)
         guarded += g[i];
     }
     pthread_mutex_unlock(&p->lock);
-    for (size_t i = n; i-- > 0;) {
-        struct coro *c = shell_init(p, base + i * p->slot, g[i]);
-        c->next = *list;
-        *list = c;
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = shell_init(p, base + (n - 1 - i) * p->slot, g[n - 1 - i]);
     atomic_fetch_add(&p->guarded, (long)guarded);
     atomic_fetch_add(&p->canary_only, (long)(n - guarded));
     return n;
 }
 
-/* Takes up to want stacks from the shared pool onto *list: resident ones
+/* Takes up to want stacks from the shared pool into out[]: resident ones
  * first, then released ones, whose top pages are faulted in together. */
 static size_t
-pool_take(struct stack_pool *p, struct coro **list, size_t want)
+pool_take(struct stack_pool *p, struct coro **out, size_t want)
 {
     uintptr_t cold[JOBQ_CORO_CACHE_STACKS];
     struct iovec iov[JOBQ_CORO_CACHE_STACKS];
     size_t got = 0, ncold = 0;
 
     pthread_mutex_lock(&p->lock);
-    while (got < want && p->hot != NULL) {
-        struct coro *c = p->hot;
-        p->hot = c->next;
-        p->nhot--;
-        c->next = *list;
-        *list = c;
-        got++;
-    }
+    while (got < want && p->nhot > 0)
+        out[got++] = p->hot[--p->nhot];
     while (got + ncold < want && ncold < JOBQ_CORO_CACHE_STACKS && p->ncold > 0)
         cold[ncold++] = p->cold[--p->ncold];
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < ncold; i++)
         iov[i] = (struct iovec){(char *)(cold[i] & ~(uintptr_t)1) + p->slot - p->page, p->page};
     advise_batch(p, iov, ncold, MADV_POPULATE_WRITE);
-    for (size_t i = 0; i < ncold; i++) {
-        struct coro *c = shell_init(p, (char *)(cold[i] & ~(uintptr_t)1), cold[i] & 1);
-        c->next = *list;
-        *list = c;
-    }
-    return got + ncold;
+    for (size_t i = 0; i < ncold; i++)
+        out[got++] = shell_init(p, (char *)(cold[i] & ~(uintptr_t)1), cold[i] & 1);
+    return got;
 }
 
 /* Free stacks the shared pool keeps resident: JOBQ_CORO_POOL_KEEP, or a
@@ -487,9 +479,7 @@ release_hot(struct stack_pool *p, size_t limit)
 
     pthread_mutex_lock(&p->lock);
     while (p->nhot > limit && nrel < RELEASE_BATCH) {
-        struct coro *c = p->hot;
-        p->hot = c->next;
-        p->nhot--;
+        struct coro *c = p->hot[--p->nhot];
         /* Guard markers and mprotect guards survive MADV_DONTNEED; the
          * shell and the canary are rebuilt when the stack is taken. */
         rel[nrel] = (uintptr_t)(c->lo - p->guard) | (c->guarded ? 1u : 0u);
@@ -508,22 +498,17 @@ release_hot(struct stack_pool *p, size_t limit)
     return nrel;
 }
 
-/* Returns the stacks chained on list to the shared pool and releases the
- * memory of those beyond hot_limit. */
+/* Returns the n stacks of src to the shared pool and releases the memory
+ * of those beyond hot_limit. */
 static void
-pool_give(struct rt *rt, struct coro *list)
+pool_give(struct rt *rt, struct coro *const *src, size_t n)
 {
     struct stack_pool *p = rt->stacks;
     size_t limit = hot_limit(rt);
 
     pthread_mutex_lock(&p->lock);
-    while (list != NULL) {
-        struct coro *c = list;
-        list = c->next;
-        c->next = p->hot;
-        p->hot = c;
-        p->nhot++;
-    }
+    memcpy(p->hot + p->nhot, src, n * sizeof(*src));
+    p->nhot += n;
     pthread_mutex_unlock(&p->lock);
     release_hot(p, limit);
 }
@@ -536,28 +521,29 @@ rt_trim(struct rt *rt, size_t keep)
         ;
 }
 
+_Static_assert(JOBQ_CORO_STACKS_PER_SLAB <= 2 * JOBQ_CORO_CACHE_STACKS,
+               "a new slab must fit in a thread's empty cache");
+
 struct coro *
 stack_get_slow(struct rt *rt, struct sched *s)
 {
     struct stack_pool *p = rt->stacks;
-    struct coro *c, *list = NULL;
+    struct coro *one[JOBQ_CORO_STACKS_PER_SLAB], **dst = s != NULL ? s->cache : one;
     size_t got;
 
-    if ((got = pool_take(p, &list, s != NULL ? JOBQ_CORO_CACHE_STACKS : 1)) == 0 &&
-        (got = slab_map(p, &list)) == 0)
+    if ((got = pool_take(p, dst, s != NULL ? JOBQ_CORO_CACHE_STACKS : 1)) == 0 &&
+        (got = slab_map(p, dst)) == 0)
         return NULL;
-    c = list;
-    list = list->next;
     if (s != NULL) {
-        s->cache = list;
         s->ncache = got - 1;
         own_add(&s->st.stacks_in_use, 1);
-    } else {
-        if (list != NULL)
-            pool_give(rt, list);
-        atomic_fetch_add_explicit(&p->in_use, 1, memory_order_relaxed);
+        return s->cache[got - 1];
     }
-    return c;
+    /* A plain thread keeps no cache: the rest of a new slab goes back. */
+    if (got > 1)
+        pool_give(rt, one + 1, got - 1);
+    atomic_fetch_add_explicit(&p->in_use, 1, memory_order_relaxed);
+    return one[0];
 }
 
 #if defined(JOBQ_ASAN)
@@ -574,16 +560,12 @@ stack_unpoison(struct coro *c)
 void
 stack_put_slow(struct rt *rt, struct sched *s)
 {
-    struct coro *give = NULL;
-
-    while (s->ncache > JOBQ_CORO_CACHE_STACKS) {
-        struct coro *x = s->cache;
-        s->cache = x->next;
-        s->ncache--;
-        x->next = give;
-        give = x;
-    }
-    pool_give(rt, give);
+    /* The cache is full: the older half goes to the pool, the recently
+     * freed (cache-hot) half stays. */
+    pool_give(rt, s->cache, JOBQ_CORO_CACHE_STACKS);
+    memmove(s->cache, s->cache + JOBQ_CORO_CACHE_STACKS,
+            (s->ncache - JOBQ_CORO_CACHE_STACKS) * sizeof(*s->cache));
+    s->ncache -= JOBQ_CORO_CACHE_STACKS;
 }
 
 static int
@@ -650,6 +632,7 @@ stack_pool_free(struct stack_pool *p)
         munmap(p->slabs[i].addr, p->slabs[i].len);
     free(p->slabs);
     free(p->cold);
+    free(p->hot);
     if (p->pidfd >= 0)
         close(p->pidfd);
     pthread_mutex_destroy(&p->lock);
