@@ -595,7 +595,7 @@ node_setup() {
         "$src/bench/peers/node/drive.js" "$node_dir/"
     if ! cmp -s "$node_dir/package-lock.json" "$node_dir/node_modules/.package-lock.json.copy" 2>/dev/null; then
         if ! (cd "$node_dir" && timeout 180 npm ci --no-audit --no-fund --loglevel=error --fetch-retries=1 --fetch-timeout=30000 >"$node_dir/npm.log" 2>&1); then
-            echo "# skip bullmq, pgboss: npm ci failed (see $node_dir/npm.log): $(tail -n 1 "$node_dir/npm.log")"
+            echo "# skip bullmq, pgboss: npm ci failed: $(grep -m 2 -E '^npm (ERR|error)' "$node_dir/npm.log" | tr '\n' ' ')(all in $node_dir/npm.log)"
             return 1
         fi
         cp "$node_dir/package-lock.json" "$node_dir/node_modules/.package-lock.json.copy"
