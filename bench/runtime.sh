@@ -9,6 +9,8 @@
 #   RESULT go.<key> <value> <unit>     Go (bench/runtime/go/main.go)
 #   RESULT ratio.<key> <jobq/go> jobq/go   lower is better; n/a if Go's is 0
 #   RESULT raw.spin_handoff_ns <value> ns  the cross-CPU hand-off floor
+#   RESULT raw.lock_handoff_ns <value> ns  the floor of a channel with a
+#                                          lock: no scheduler, two lines
 # Lines starting with '#' are context: thread counts, the goal of each key
 # and whether this run met it.
 #
@@ -140,6 +142,7 @@ echo "# $(go version)"
 
 settle spin
 repeat raw "$runs" "$rtbench" spin
+repeat raw "$runs" "$rtbench" lockspin
 interleave switch "$runs" 1
 interleave chan "$runs" 1
 interleave chan_mt "$runs" 2
@@ -167,6 +170,7 @@ keys="switch_ns chan_pingpong_ns chan_pingpong_mt_ns spawn_join_ns parked_bytes 
 timers_late_max_ms idle_wakeups_per_s"
 spin=${val[raw.spin_handoff_ns]}
 echo "RESULT raw.spin_handoff_ns $spin ns"
+echo "RESULT raw.lock_handoff_ns ${val[raw.lock_handoff_ns]} ns"
 for k in $keys; do
     echo "RESULT $k ${val[jobq.$k]} $(unit "$k")"
     echo "RESULT go.$k ${val[go.$k]} $(unit "$k")"
@@ -188,6 +192,8 @@ goal "switch_ns <= 8 and ratio <= 0.25" "$(both "$(le "${val[jobq.switch_ns]}" 8
 goal "chan_pingpong_ns ratio <= 0.3" "$(le "$(r chan_pingpong_ns)" 0.3)"
 goal "chan_pingpong_mt_ns <= 1.5 x raw.spin_handoff_ns ($(awk -v s="$spin" 'BEGIN {printf "%.1f", 1.5 * s}') ns)" \
     "$(le "${val[jobq.chan_pingpong_mt_ns]}" "$(awk -v s="$spin" 'BEGIN {print 1.5 * s}')")"
+awk -v s="$spin" -v l="${val[raw.lock_handoff_ns]}" -v c="${val[jobq.chan_pingpong_mt_ns]}" \
+    'BEGIN {printf "#   (in units of the spin floor: a bare lock-based hand-off %.1f, jobq %.1f)\n", l / s, c / s}'
 goal "spawn_join_ns ratio <= 0.1" "$(le "$(r spawn_join_ns)" 0.1)"
 goal "parked_bytes ratio <= 0.9, all stacks guarded" \
     "$(both "$(le "$(r parked_bytes)" 0.9)" "$(le "${val[jobq.stacks_canary_only]}" 0)")"

@@ -17,6 +17,10 @@
  *                threads over 3 s
  *   spin         the physical floor: two threads pinned to two CPUs hand a
  *                value back and forth through one atomic variable
+ *   lockspin     the floor of a channel that has a lock: the same two
+ *                threads, each hand-off taking the channel's lock (a line
+ *                the other side wrote last) and filling the receiver's slot
+ *                (another line), no scheduler at all
  */
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +37,15 @@
 #include "jobq/runtime.h"
 
 #define MILLION 1000000
+
+/* The iteration count of a run: N in the environment overrides it (for
+ * quick looks while tuning; bench/runtime.sh never sets it). */
+static long
+count(long dflt)
+{
+    const char *n = getenv("N");
+    return n != NULL && atol(n) > 0 ? atol(n) : dflt;
+}
 
 static void
 die(const char *what, int rc)
@@ -136,7 +149,7 @@ switch_main(void *p)
 static void
 bench_switch(void)
 {
-    struct loop l = {.n = 20 * MILLION};
+    struct loop l = {.n = count(20 * MILLION)};
     struct rt *rt = mkrt(1);
     rt_run(rt, "main", switch_main, &l);
     endrt(rt);
@@ -199,7 +212,8 @@ chan_main(void *p)
 static void
 bench_chan(int threads)
 {
-    struct loop l = {.n = threads > 1 ? 2 * MILLION : 5 * MILLION, .cpu = threads > 1 ? 0 : -1};
+    struct loop l = {.n = count(threads > 1 ? 2 * MILLION : 5 * MILLION),
+                     .cpu = threads > 1 ? 0 : -1};
     struct rt *rt = mkrt(threads);
     rt_run(rt, "main", chan_main, &l);
     endrt(rt);
@@ -237,7 +251,7 @@ spawn_main(void *p)
 static void
 bench_spawn_join(void)
 {
-    long n = getenv("N") ? atol(getenv("N")) : MILLION;
+    long n = count(MILLION);
     struct rt *rt = mkrt(2);
     rt_run(rt, "main", spawn_main, &n);
     endrt(rt);
@@ -504,6 +518,71 @@ bench_spin(void)
     pthread_join(th, NULL);
 }
 
+/* ---- the floor of a lock-based hand-off ---------------------------------- */
+
+/* A channel reduced to its lock and its parked receiver's slot, each on
+ * its own line, as a channel's lock and a parked party's waiter are. */
+struct mini {
+    _Alignas(64) atomic_int lock;
+    _Alignas(64) atomic_long slot; /* 0: empty */
+};
+
+static struct mini minis[2]; /* ping, pong */
+
+static void
+mini_send(struct mini *m, long v)
+{
+    while (atomic_exchange_explicit(&m->lock, 1, memory_order_acquire))
+        ;
+    atomic_store_explicit(&m->slot, v, memory_order_release);
+    atomic_store_explicit(&m->lock, 0, memory_order_release);
+}
+
+static long
+mini_recv(struct mini *m)
+{
+    long v;
+    /* Re-arm under the lock, as a receiver queues itself, then spin. */
+    while (atomic_exchange_explicit(&m->lock, 1, memory_order_acquire))
+        ;
+    atomic_store_explicit(&m->lock, 0, memory_order_release);
+    while ((v = atomic_load_explicit(&m->slot, memory_order_acquire)) == 0)
+        ;
+    atomic_store_explicit(&m->slot, 0, memory_order_relaxed);
+    return v;
+}
+
+static void *
+lockspin_partner(void *p)
+{
+    (void)p;
+    pin_self(1);
+    for (long i = 0; i < spin_rounds; i++)
+        mini_send(&minis[1], mini_recv(&minis[0]));
+    return NULL;
+}
+
+static void
+bench_lockspin(void)
+{
+    pthread_t th;
+    int64_t t0;
+
+    spin_rounds = count(MILLION);
+    pin_self(0);
+    pthread_create(&th, NULL, lockspin_partner, NULL);
+    mini_send(&minis[0], 1); /* warm up: the partner is there */
+    mini_recv(&minis[1]);
+    t0 = rt_now_ns();
+    for (long i = 1; i < spin_rounds; i++) {
+        mini_send(&minis[0], i + 1);
+        mini_recv(&minis[1]);
+    }
+    printf("lock_handoff_ns %.2f\n",
+           (double)(rt_now_ns() - t0) / (2.0 * (double)(spin_rounds - 1)));
+    pthread_join(th, NULL);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -526,8 +605,11 @@ main(int argc, char **argv)
         bench_idle();
     else if (strcmp(what, "spin") == 0)
         bench_spin();
+    else if (strcmp(what, "lockspin") == 0)
+        bench_lockspin();
     else {
-        fprintf(stderr, "usage: rtbench switch|chan|chan_mt|spawn_join|parked|timers|idle|spin\n");
+        fprintf(stderr, "usage: rtbench "
+                        "switch|chan|chan_mt|spawn_join|parked|timers|idle|spin|lockspin\n");
         return 2;
     }
     return 0;
