@@ -28,10 +28,6 @@
  *         last completion).
  *   drive exec beanstalk SOCK N CONC  CONC workers (the code of `work`), N
  *         pipelined puts; prints "rate" (first put to last delete).
- *
- * $DRIVE_MAX_SECONDS, if set, ends the submitting of `enqueue` and `exec
- * beanstalk` after that long: the rate is then over the jobs submitted
- * ("n"), so that slow systems fit the benchmark's time budget.
  *   drive work SOCK CONC              beanstalkd worker: CONC connections,
  *         each reserve, run, delete; until killed.
  *   drive count jobq|beanstalk SOCK   "total", "queued", "running" job counts.
@@ -41,6 +37,9 @@
  *         process with that entry in its environment or under one of PIDs.
  *
  * `enqueue` submits /bin/true, or $DRIVE_JOB (see enq_job).
+ * $DRIVE_MAX_SECONDS, if set, ends the submitting of `enqueue` and `exec
+ * beanstalk` after that long: the rate is then over the jobs submitted
+ * (printed as "n"), so that slow systems fit the benchmark's time budget.
  *
  * Errors are fatal: a benchmark figure from a half-failed run is worse than
  * none.
