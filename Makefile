@@ -19,7 +19,7 @@ OPT ?= -O2
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS := libevent_core libevent_extra sqlite3 libcjson
+PKGS := libevent_core libevent_extra sqlite3 libpq libcjson
 TEST_PKGS := cmocka
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)

@@ -6,7 +6,10 @@
 # `deps.sh bench` adds what the benchmarks compare against;
 # `deps.sh bench-optional` the servers of the optional peers of
 # `make bench-peers` (BullMQ on redis-server, pg-boss on PostgreSQL), which
-# bench/peers.sh skips with a reason if they cannot be installed.
+# bench/peers.sh skips with a reason if they cannot be installed;
+# `deps.sh postgresql` the server the PostgreSQL store's tests start
+# (tests/integ/pglib.sh asks for it, and skips them with a reason if it
+# cannot be installed).
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,7 +42,7 @@ arm_sysroot() {
     rm -rf "$tmp"
 }
 
-pkgs="build-essential pkg-config libevent-dev libsqlite3-dev libcjson-dev libcmocka-dev sqlite3 util-linux procps libyaml-dev mandoc systemd faketime clang libclang-rt-dev zsh"
+pkgs="build-essential pkg-config libevent-dev libsqlite3-dev libpq-dev libcjson-dev libcmocka-dev sqlite3 util-linux procps libyaml-dev mandoc systemd faketime clang libclang-rt-dev zsh"
 case "${1:-}" in
 aarch64)
     pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"
@@ -47,8 +50,9 @@ aarch64)
     ;;
 bench) pkgs="$pkgs golang-go gnuplot-nox beanstalkd task-spooler nq" ;;
 bench-optional) pkgs="$pkgs redis-server postgresql" ;;
+postgresql) pkgs="$pkgs postgresql" ;;
 "") ;;
-*) echo "deps.sh: unknown set '$1' (expected aarch64, bench or bench-optional)" >&2; exit 2 ;;
+*) echo "deps.sh: unknown set '$1' (expected aarch64, bench, bench-optional or postgresql)" >&2; exit 2 ;;
 esac
 
 missing=""
