@@ -67,16 +67,20 @@ check_socket(const struct config *cfg, char *why, size_t whylen)
     return 0;
 }
 
+/* A PostgreSQL URL (libpq's conninfo URI) or nothing. The value may hold a
+ * password, so the reason never repeats it. */
 static int
 check_store(const struct config *cfg, char *why, size_t whylen)
 {
-    if (cfg->store != NULL) {
-        snprintf(why, whylen,
-                 "only the built-in SQLite store (in state-dir) exists in this version; "
-                 "leave store empty");
-        return -EINVAL;
-    }
-    return 0;
+    const char *s = cfg->store;
+
+    if (s == NULL || s[0] == '\0' || strncmp(s, "postgresql://", 13) == 0 ||
+        strncmp(s, "postgres://", 11) == 0)
+        return 0;
+    snprintf(why, whylen,
+             "store must be a postgresql:// (or postgres://) URL, or empty for SQLite in "
+             "STATE_DIR/jobq.db");
+    return -EINVAL;
 }
 
 #define OFF(field) offsetof(struct config, field)
@@ -157,7 +161,10 @@ static const struct config_key keys[] = {
      "the terminal once it is ready",
      NULL},
     {"store", CONFIG_STRING, OFF(store), "", 0, 0, KEY_EMPTY, "URL",
-     "reserved for a shared PostgreSQL store; empty: SQLite in STATE_DIR/jobq.db", check_store},
+     "a PostgreSQL database shared by several jobqd nodes, as a libpq URL "
+     "(postgresql://user@host/db?sslmode=require; docs/POSTGRES.md); empty: SQLite in "
+     "STATE_DIR/jobq.db",
+     check_store},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

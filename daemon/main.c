@@ -60,6 +60,10 @@ struct run {
     int sigfd;
     int ready_fd; /* the parent of a detaching daemon waits on it; -1 */
     struct retired *retired;
+    /* The store's node thread (PostgreSQL) may report other nodes' doings
+     * from its start; they reach the dispatcher and the waiters once both
+     * exist (before, the dispatcher's first claim finds the work anyway). */
+    atomic_bool events_on;
 };
 
 static void
@@ -78,6 +82,79 @@ on_expired(void *arg, int64_t id)
     log_info("job.expire", "id=%" PRId64 " outcome=deadline", id);
     if (d->events != NULL)
         events_notify(d->events, id);
+}
+
+/* PostgreSQL: this node's lease is gone, or it was cut off from the
+ * database for most of it. Other nodes run its jobs again, so it stops
+ * them now and exits 1, as after a failed sync (store_fatal); its
+ * supervisor starts it again with a fresh lease. Any thread. */
+static void
+lease_lost(struct daemon *d)
+{
+    if (atomic_exchange(&d->store_failed, true))
+        return;
+    log_error("store.lease_lost", "err=%s action=stopping",
+              log_q("this node's lease in the database ran out; other nodes take its jobs over"));
+    kill(getpid(), SIGTERM);
+}
+
+/* PostgreSQL: what the other nodes did. On the store's node thread. */
+static void
+on_store_event(void *arg, enum store_event ev, int64_t id)
+{
+    struct run *r = arg;
+    struct daemon *d = r->d;
+
+    if (ev == STORE_EVENT_LEASE_LOST) {
+        lease_lost(d);
+        return;
+    }
+    if (!atomic_load(&r->events_on))
+        return;
+    switch (ev) {
+    case STORE_EVENT_WAKE:
+        dispatch_kick(d->dispatch);
+        break;
+    case STORE_EVENT_CHANGED:
+        if (id > 0)
+            events_notify(d->events, id);
+        else
+            events_notify_all(d->events);
+        break;
+    case STORE_EVENT_CANCEL:
+        /* Canceled through another node while it runs here. */
+        if (dispatch_cancel(d->dispatch, id) == 0)
+            log_info("job.cancel_remote", "id=%" PRId64, id);
+        break;
+    default:
+        break;
+    }
+}
+
+/* PostgreSQL: a node whose lease expired is being taken over; whatever of
+ * its jobs still runs on this machine dies first (a job never runs twice
+ * at once). Attempts of another boot are left alone: that machine's
+ * processes died with it, or with the dead node's container or cgroup
+ * (docs/POSTGRES.md). On the store's node thread. */
+static int
+on_reap(void *arg, const char *instance, const struct store_running *left, size_t n)
+{
+    struct run *r = arg;
+    struct exec_opts o = r->d->exec;
+    char why[256] = "";
+    int killed = 0, rc = 0;
+
+    if (instance[0] != '\0') {
+        o.instance = instance;
+        rc = exec_kill_leftovers(&o, left, n, &killed, why, sizeof(why));
+    }
+    if (rc < 0)
+        log_error("recover.take_over_kill_failed", "node=%s err=%s", log_q(instance),
+                  log_q(why[0] ? why : strerror(-rc)));
+    else
+        log_warn("recover.take_over", "node=%s interrupted=%zu processes_killed=%d",
+                 log_q(instance), n, killed);
+    return rc;
 }
 
 static const char *
@@ -392,6 +469,10 @@ store_fatal(void *arg, int err)
 {
     struct daemon *d = arg;
 
+    if (d->cfg->store != NULL) {
+        lease_lost(d); /* the only fatal error of the PostgreSQL store */
+        return;
+    }
     log_error("store.fatal", "err=%s action=stopping",
               log_q("a sync of the database failed; what is on disk is recovered at the next "
                     "start"));
@@ -440,7 +521,7 @@ main(int argc, char **argv)
     struct daemon d = {.uid = geteuid()};
     struct run r = {.d = &d, .sigfd = -1, .ready_fd = -1};
     struct config_defaults defs;
-    char why[1024], dirbuf[PATH_MAX];
+    char why[1024], dirbuf[PATH_MAX], node_name[PATH_MAX + 300];
     struct store_opts so = {0};
     struct rt_opts ro = {0};
     sigset_t sigs;
@@ -547,7 +628,7 @@ main(int argc, char **argv)
     /* The database is the daemon's alone (jobs of other users must not
      * read it): create it 0600, and SQLite gives its -wal and -shm files
      * the same mode. An empty file is a new database to SQLite. */
-    {
+    if (d.cfg->store == NULL) {
         int fd = open(d.db_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd >= 0) {
             (void)!fchmod(fd, 0600);
@@ -566,9 +647,27 @@ main(int argc, char **argv)
     so.on_fatal_arg = &d;
     so.on_commit = on_commit;
     so.on_commit_arg = d.metrics;
+    if (d.cfg->store != NULL) {
+        /* PostgreSQL (docs/POSTGRES.md). The node's name stays the same
+         * across restarts, so a restart recovers its own leftovers; the
+         * URL is never logged (it may hold a password). */
+        const char *lease = getenv("JOBQ_PG_LEASE_MS");
+        char host[256] = "localhost";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(node_name, sizeof(node_name), "%s:%s", host, d.cfg->state_dir);
+        so.path = d.cfg->store;
+        so.node_name = node_name;
+        so.instance = d.db_path; /* the marker of this node's jobs */
+        so.lease_ms = lease != NULL ? atoi(lease) : 0;
+        so.on_event = on_store_event;
+        so.on_event_arg = &r;
+        so.on_reap = on_reap;
+        so.on_reap_arg = &r;
+    }
     if ((rc = store_new(&so, &d.store, why, sizeof(why))) < 0) {
-        log_error("store.open_failed", "path=%s err=%s", log_q(d.db_path), log_q(why));
-        fprintf(stderr, "jobqd: cannot open the store %s: %s\n", d.db_path,
+        const char *where = d.cfg->store != NULL ? "PostgreSQL (store)" : d.db_path;
+        log_error("store.open_failed", "path=%s err=%s", log_q(where), log_q(why));
+        fprintf(stderr, "jobqd: cannot open the store %s: %s\n", where,
                 why[0] ? why : strerror(-rc));
         status = rc == -EINVAL ? EXIT_STORE : EXIT_RUN;
         goto out;
@@ -586,6 +685,7 @@ main(int argc, char **argv)
         fprintf(stderr, "jobqd: cannot start: %s\n", strerror(-rc));
         goto out;
     }
+    atomic_store(&r.events_on, true);
     if ((rc = server_new(&d, &d.server, why, sizeof(why))) < 0) {
         fprintf(stderr, "jobqd: %s\n", why[0] ? why : strerror(-rc));
         status = rc == -EADDRINUSE ? EXIT_BUSY : EXIT_RUN;
@@ -602,8 +702,12 @@ main(int argc, char **argv)
     }
     status = 0;
     if (atomic_load(&d.store_failed)) {
-        fprintf(stderr, "jobqd: stopped: a sync of %s failed; start it again to recover\n",
-                d.db_path);
+        if (d.cfg->store != NULL)
+            fprintf(stderr, "jobqd: stopped: this node's lease in PostgreSQL ran out (cut off "
+                            "from the database); start it again\n");
+        else
+            fprintf(stderr, "jobqd: stopped: a sync of %s failed; start it again to recover\n",
+                    d.db_path);
         status = EXIT_RUN;
     }
     log_info("jobqd.stop", "uptime_ms=%" PRId64, job_now_ms() - d.started_ms);

@@ -9,7 +9,8 @@
  * result. If the commit fails, every request of the group gets the storage
  * error and nothing was acknowledged. Reads run on the runtime's blocking
  * pool (or inline on a plain thread), never on a scheduler thread. The
- * database behind it is a struct store_backend_ops (store_sqlite.c).
+ * database behind it is a struct store_backend_ops (store_sqlite.c, or
+ * store_pg.c when the path is a postgresql:// URL).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -90,7 +91,7 @@ store_error_is_storage(int rc)
 const struct store_backend_ops *
 store_backend_find(const char *name)
 {
-    static const struct store_backend_ops *const backends[] = {&store_sqlite_ops};
+    static const struct store_backend_ops *const backends[] = {&store_sqlite_ops, &store_pg_ops};
 
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
         if (name == NULL || strcmp(name, backends[i]->name) == 0)
@@ -507,8 +508,12 @@ store_new(const struct store_opts *opts, struct store **out, char *why, size_t w
         pthread_condattr_destroy(&ca);
     }
     st->opts = *opts;
-    if ((st->ops = store_backend_find(opts->backend)) == NULL) {
-        snprintf(why, whylen, "unknown store backend \"%s\"", opts->backend);
+    /* A libpq URL names PostgreSQL; anything else is an SQLite file. */
+    if (opts->backend == NULL && (strncmp(opts->path, "postgresql://", 13) == 0 ||
+                                  strncmp(opts->path, "postgres://", 11) == 0))
+        st->opts.backend = "postgresql";
+    if ((st->ops = store_backend_find(st->opts.backend)) == NULL) {
+        snprintf(why, whylen, "unknown store backend \"%s\"", st->opts.backend);
         rc = -EINVAL;
         goto out;
     }

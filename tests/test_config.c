@@ -627,9 +627,11 @@ test_flag_errors_name_the_flag(void **state)
                  "unexpected argument '-threads': jobqd takes only --flags (see --help)");
     expect_error(fx, load(fx, ARGS("--"), NONE),
                  "unexpected argument '--': jobqd takes only --flags (see --help)");
-    expect_error(fx, load(fx, ARGS("--store", "postgres://db/jobq"), NONE),
-                 "--store: only the built-in SQLite store (in state-dir) exists in this version; "
-                 "leave store empty");
+    expect_error(fx, load(fx, ARGS("--store", "mysql://db/jobq"), NONE),
+                 "--store: store must be a postgresql:// (or postgres://) URL, or empty for "
+                 "SQLite in STATE_DIR/jobq.db");
+    assert_int_equal(load(fx, ARGS("--store", "postgres://db/jobq"), NONE), 0);
+    assert_string_equal(fx->cfg->store, "postgres://db/jobq");
 }
 
 static void

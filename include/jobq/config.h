@@ -90,7 +90,7 @@ struct config {
         struct config_queue *v; /* sorted by name */
         size_t n;
     } queues;    /* queue: live */
-    char *store; /* store: reserved, always NULL for now (SQLite in state-dir) */
+    char *store; /* store: a postgresql:// URL; NULL: SQLite in state-dir */
 
     /* --help / --version were given: main prints config_usage() or the
      * version and exits 0. config_load stops reading sources when it sees

@@ -238,6 +238,37 @@
 /* Jobs one list call returns. */
 #define JOBQ_STORE_LIST_MAX 10000
 
+/* ---- PostgreSQL store (docs/POSTGRES.md) -------------------------------- */
+
+/* A node's lease, ms: this long after its last renewal, other nodes take
+ * its running jobs over. Long enough that a slow database or a stall of a
+ * few seconds does not split a healthy cluster, short enough that a dead
+ * node's jobs run again within a quarter of a minute. JOBQ_PG_LEASE_MS in
+ * jobqd's environment overrides it (tests use 2-3 s). */
+#define JOBQ_PG_LEASE_MS 15000
+/* Renewals per lease: one every lease/5 leaves four to lose. */
+#define JOBQ_PG_RENEWALS_PER_LEASE 5
+/* A node stops its own jobs once it has gone lease * 2/3 without a
+ * successful renewal (on its monotonic clock, counted from when it sent
+ * the last one): they are dead before any other node may take them over,
+ * with a third of the lease left for the kill and for clock-rate drift. */
+#define JOBQ_PG_LEASE_SELF_NUM 2
+#define JOBQ_PG_LEASE_SELF_DEN 3
+/* Dispatchers are woken by LISTEN/NOTIFY; this often, ms, each also looks
+ * by itself, in case a notification was lost with a connection. */
+#define JOBQ_PG_POLL_MS 5000
+/* A NOTIFY payload may hold 8000 bytes; job ids go out in chunks this big. */
+#define JOBQ_PG_NOTIFY_MAX_BYTES 7000
+/* Connecting to the database, s (libpq's connect_timeout). */
+#define JOBQ_PG_CONNECT_TIMEOUT_S 10
+/* A statement of the writer waits this long for a row or advisory lock
+ * another node holds, ms, then fails its group with a storage error
+ * (-ETIMEDOUT): the writer must not hang behind a stuck node. */
+#define JOBQ_PG_LOCK_TIMEOUT_MS 10000
+/* Counter changes (jobq.count_deltas) are folded into jobq.counts this
+ * often by one node at a time, ms, so reads sum a short table. */
+#define JOBQ_PG_COMPACT_MS 2000
+
 /* ---- operations: service manager, HTTP --------------------------------- */
 
 /* STATUS= updates to the service manager, at most one per this many ms:

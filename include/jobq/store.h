@@ -5,7 +5,8 @@
  * survives kill -9 and power loss. Readers use their own connections, off
  * the scheduler threads (the runtime's blocking pool). The database itself
  * sits behind a narrow backend interface (struct store_backend_ops):
- * SQLite now, PostgreSQL later for several daemons sharing one database.
+ * SQLite (one daemon, a file in its state directory) or PostgreSQL
+ * (several daemons, "nodes", sharing one database: docs/POSTGRES.md).
  * docs/STORE.md has the schema, the transactions and the durability
  * argument.
  *
@@ -62,9 +63,24 @@ enum store_fault_point {
     STORE_FAULT_SYNC,   /* each fsync the backend makes */
 };
 
+/* What another node did that this one must act on (PostgreSQL). */
+enum store_event {
+    STORE_EVENT_WAKE,    /* work may be claimable: kick the dispatcher */
+    STORE_EVENT_CHANGED, /* job id changed state (id 0: maybe any job) */
+    STORE_EVENT_CANCEL,  /* job id was canceled: stop it if it runs here */
+    /* This node's lease ran out (it was cut off from the database, or
+     * stalled, longer than the lease): other nodes run its jobs again, so
+     * it must stop every one of them now. Writes fail from now on. */
+    STORE_EVENT_LEASE_LOST,
+};
+
+struct store_running;
+
 struct store_opts {
-    const char *path;    /* database file; created if absent */
-    const char *backend; /* "sqlite"; NULL means "sqlite" */
+    /* SQLite: the database file, created if absent. PostgreSQL: a libpq
+     * URL (postgresql://...), which selects that backend. */
+    const char *path;
+    const char *backend; /* "sqlite" or "postgresql"; NULL: by path */
     enum store_sync sync;
     int readers;         /* read connections; 0: JOBQ_STORE_READERS */
     int busy_timeout_ms; /* 0: JOBQ_STORE_BUSY_TIMEOUT_MS */
@@ -108,6 +124,30 @@ struct store_opts {
      * none. */
     void (*on_expired)(void *arg, int64_t id);
     void *on_expired_arg;
+
+    /* ---- PostgreSQL only (docs/POSTGRES.md) ---- */
+    /* This node's name, the same across its restarts (jobqd: host name
+     * and state directory): a restart recovers the attempts its previous
+     * run left open. NULL: the host name. */
+    const char *node_name;
+    /* The marker of this node's jobs (exec_opts.instance), kept with its
+     * lease so that a node of the same machine can kill what a dead one
+     * left running (on_reap). NULL: "". */
+    const char *instance;
+    /* How long the lease lasts without renewal; 0: JOBQ_PG_LEASE_MS. */
+    int lease_ms;
+    /* Called on the store's node thread for what other nodes did (their
+     * submits, cancels, completions) and when this node's lease is lost.
+     * Must not block. NULL: none. */
+    void (*on_event)(void *arg, enum store_event ev, int64_t id);
+    void *on_event_arg;
+    /* Called on the node thread before the open attempts of a node whose
+     * lease expired are recorded as interrupted: kill those that still
+     * run on this machine (r[i].boot_id names the boot that ran each;
+     * instance is the dead node's marker). Return 0 to go on, < 0 to
+     * leave them for a later round. Borrows instance and r. NULL: none. */
+    int (*on_reap)(void *arg, const char *instance, const struct store_running *r, size_t n);
+    void *on_reap_arg;
 };
 
 /* Who asks: a non-admin sees and controls only jobs of its own uid (others
@@ -368,6 +408,8 @@ struct store_backend_ops {
 
 /* The SQLite backend (daemon/store_sqlite.c). */
 extern const struct store_backend_ops store_sqlite_ops;
+/* The PostgreSQL backend (daemon/store_pg.c). */
+extern const struct store_backend_ops store_pg_ops;
 
 /* Returns the backend called name (NULL: the default), or NULL. Borrows
  * name. */

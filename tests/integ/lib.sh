@@ -93,9 +93,11 @@ until_ok() {
 }
 
 # start_daemon [jobqd options...]: a daemon on $STATE in the background,
-# ready when ping answers (deadline 10 s).
+# ready when ping answers (deadline 10 s). With JOBQ_TEST_STORE set (a
+# postgresql:// URL: tests/integ/pg_contract.sh), its store is that.
 start_daemon() {
-    "$JOBQD" --state-dir "$STATE" --foreground --log-level debug "$@" >>"$T/jobqd.log" 2>&1 &
+    "$JOBQD" --state-dir "$STATE" --foreground --log-level debug \
+        ${JOBQ_TEST_STORE:+--store "$JOBQ_TEST_STORE"} "$@" >>"$T/jobqd.log" 2>&1 &
     DAEMON_PID=$!
     if ! until_ok 10 'jq ping'; then
         echo "jobqd did not become ready; its log:" >&2
