@@ -36,10 +36,14 @@ struct store_req {
     void *arg;
     int rc;
     struct wg *wg;
+    /* A claim or a pgid record: its group may commit without an fsync
+     * (set_durable in store.h says why that is safe). */
+    bool relaxed;
 };
 
 struct store {
     const struct store_backend_ops *ops;
+    bool relaxed_now;       /* writer: the backend commits without fsync now */
     struct store_opts opts; /* path and boot_id point into our copies */
     char *path;
     char boot_id[JOBQ_BOOT_ID_BYTES];
@@ -305,6 +309,7 @@ writer_main(void *arg)
         struct store_req *batch;
         struct timespec deadline;
         uint64_t n, target;
+        bool relaxed;
         int rc;
 
         while (st->head == NULL && !st->stopping)
@@ -314,6 +319,13 @@ writer_main(void *arg)
         batch = take(st, JOBQ_STORE_BATCH_MAX_REQS, &n);
         pthread_mutex_unlock(&st->mu);
 
+        /* A group of nothing but claims and pgid records commits without
+         * an fsync; one durable request makes the whole group durable. */
+        relaxed = st->ops->set_durable != NULL;
+        for (struct store_req *q = batch; q != NULL && relaxed; q = q->next)
+            relaxed = q->relaxed;
+        if (relaxed != st->relaxed_now && st->ops->set_durable(st->w, !relaxed) == 0)
+            st->relaxed_now = relaxed;
         if ((rc = atomic_load(&st->fatal)) < 0 || (rc = st->ops->txn(st->w, STORE_BEGIN)) < 0)
             g.broken = rc;
         else if (atomic_load(&st->max_queued) > 0 &&
@@ -323,7 +335,9 @@ writer_main(void *arg)
         /* Keep running arrivals in this transaction until the last
          * group's requesters are back or gather_ns has passed. */
         target = last_n < JOBQ_STORE_BATCH_MAX_REQS ? last_n : JOBQ_STORE_BATCH_MAX_REQS;
-        if (st->gather_ns > 0 && g.n < target && !g.broken) {
+        /* (A relaxed group commits too fast to be worth holding open, and
+         * a durable arrival must not join it.) */
+        if (!st->relaxed_now && st->gather_ns > 0 && g.n < target && !g.broken) {
             clock_gettime(CLOCK_MONOTONIC, &deadline);
             deadline.tv_nsec += st->gather_ns;
             while (deadline.tv_nsec >= 1000000000) {
@@ -340,7 +354,8 @@ writer_main(void *arg)
             pthread_mutex_unlock(&st->mu);
         }
         group_end(st, &g);
-        last_n = g.n;
+        if (!st->relaxed_now)
+            last_n = g.n; /* the gathering target follows durable groups */
         if (st->since_checkpoint >= every)
             checkpoint(st);
         pthread_mutex_lock(&st->mu);
@@ -352,9 +367,10 @@ writer_main(void *arg)
 /* Queues req and parks the caller until the writer has committed (or
  * failed) the group that carried it. Returns req's result. */
 static int
-store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void *), void *arg)
+store_call_as(struct store *st, int (*fn)(struct store *, struct store_conn *, void *), void *arg,
+              bool relaxed)
 {
-    struct store_req req = {.fn = fn, .arg = arg, .rc = -EIO};
+    struct store_req req = {.fn = fn, .arg = arg, .rc = -EIO, .relaxed = relaxed};
     bool wake;
     int rc;
 
@@ -389,6 +405,12 @@ store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void
     wg_wait(req.wg, NULL, RT_FOREVER);
     wg_free(req.wg);
     return req.rc;
+}
+
+static int
+store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void *), void *arg)
+{
+    return store_call_as(st, fn, arg, false);
 }
 
 /* ---- reads ------------------------------------------------------------- */
@@ -693,7 +715,7 @@ store_claim(struct store *st, int64_t now, int max, struct job **jobs, int *n)
     if (st->opts.on_expired != NULL &&
         (a.expired = malloc(JOBQ_STORE_CLAIM_MAX * sizeof(*a.expired))) == NULL)
         return -ENOMEM;
-    rc = store_call(st, claim_fn, &a);
+    rc = store_call_as(st, claim_fn, &a, true);
     if (rc < 0) {
         /* Claimed in a group that did not commit: they are not running. */
         for (int i = 0; i < a.n; i++)
@@ -726,7 +748,7 @@ store_set_pgid(struct store *st, int64_t id, int32_t attempt, int32_t pgid)
 {
     struct pgid_args a = {.id = id, .attempt = attempt, .pgid = pgid};
 
-    return store_call(st, pgid_fn, &a);
+    return store_call_as(st, pgid_fn, &a, true);
 }
 
 struct complete_args {

@@ -457,6 +457,9 @@ struct store_conn {
     sqlite3 *db;
     enum store_role role;
     int busy_ms; /* the connection's busy timeout, restored after maintain */
+    /* Configured FULL: only then may a commit be relaxed to NORMAL (a
+     * benchmark's NORMAL or OFF is never raised). */
+    bool sync_full;
     char *path;
     int (*fault)(void *arg, enum store_fault_point point);
     void *fault_arg;
@@ -867,6 +870,7 @@ sq_open(const struct store_opts *opts, enum store_role role, struct store_conn *
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, busy);
     c->busy_ms = busy;
+    c->sync_full = opts->sync == STORE_SYNC_FULL;
     if (role == STORE_WRITER) {
         snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
                  (long long)JOBQ_STORE_WAL_LIMIT_BYTES);
@@ -2171,6 +2175,20 @@ sq_recover(struct store_conn *c, int64_t now, uint64_t seed, int64_t *retrying, 
     return recover(c, now, seed, retrying, failed);
 }
 
+/* SQLite refuses to change the safety level inside a transaction: the
+ * front calls this between them. In WAL mode NORMAL still writes the WAL
+ * at COMMIT (a crash of the process loses nothing) and leaves the fsync to
+ * the next FULL commit or checkpoint. */
+static int
+sq_set_durable(struct store_conn *c, bool durable)
+{
+    char why[128];
+    if (!c->sync_full)
+        return 0;
+    return exec_pragma(c, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                       why, sizeof(why));
+}
+
 static int
 sq_maintain(struct store_conn *c)
 {
@@ -2513,6 +2531,7 @@ const struct store_backend_ops store_sqlite_ops = {
     .queue_set = sq_queue_set,
     .purge = sq_purge,
     .recover = sq_recover,
+    .set_durable = sq_set_durable,
     .maintain = sq_maintain,
     .sync_failed = sq_sync_failed,
     .get = sq_get,

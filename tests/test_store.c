@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -1876,6 +1877,36 @@ count_fatal(void *arg, int err)
     fx->seen += 1000; /* distinct from the fault hook's own counting */
 }
 
+/* Claims and pgid records are the only writes a power loss may take back
+ * (their processes die with the machine): their groups skip the fsync,
+ * while submits and completions still reach the disk. */
+static void
+test_claims_commit_without_fsync(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    struct job *j[4];
+    int64_t id;
+    int n, before;
+
+    front_open(fx);
+    fx->point = STORE_FAULT_SYNC;
+    fx->fail_at = INT_MAX; /* count, never fail */
+    id = front_submit(fx, &sp);
+    assert_true(fx->seen > 0);
+    before = fx->seen;
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 4, j, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_set_pgid(fx->st, id, 1, 4242), 0);
+    assert_int_equal(fx->seen, before);
+    struct store_completion c = {
+        .id = id, .attempt = 1, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED};
+    assert_int_equal(store_complete(fx->st, &c), 0);
+    assert_true(fx->seen > before);
+    printf("FIGURE fsyncs: submit %d, claim+pgid 0, complete %d\n", before, fx->seen - before);
+    job_free(j[0]);
+}
+
 static void
 test_failed_sync_stops_writes_for_good(void **state)
 {
@@ -2477,6 +2508,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_batches_concurrent_submitters,
                                         setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_claims_commit_without_fsync, setup_closed, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops_writes_for_good, setup_closed,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_commit_acknowledges_nothing, setup_front,

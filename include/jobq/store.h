@@ -388,6 +388,16 @@ struct store_backend_ops {
                  unsigned states, int max, int64_t *ids, int *n);
     int (*recover)(struct store_conn *c, int64_t now, uint64_t seed, int64_t *retrying,
                    int64_t *failed);
+    /*
+     * Outside any transaction, on the writer: whether the COMMITs that
+     * follow must reach the disk before they return (durable) or may stay
+     * in the operating system's cache (not durable: they survive a crash
+     * of jobqd, not a power loss). The front asks for the latter only for
+     * groups of claims and process-group records, which a power loss may
+     * take back harmlessly: the processes they describe die with the
+     * machine, and the jobs run again. NULL: every commit is durable.
+     */
+    int (*set_durable)(struct store_conn *c, bool durable);
     /* Outside any transaction, on the writer: bounds the log (WAL). */
     int (*maintain)(struct store_conn *c);
     /* After a failed txn or maintain: whether a sync of the connection's
