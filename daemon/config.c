@@ -140,6 +140,12 @@ static const struct config_key keys[] = {
      "serve /livez, /readyz and /metrics over HTTP on ADDR:PORT (127.0.0.1:9090, [::1]:9090, or "
      ":9090 for every address); empty or off: no HTTP",
      NULL},
+    {"http-token-file", CONFIG_PATH, OFF(http_token_file), "", 0, 0, KEY_LIVE | KEY_EMPTY, "FILE",
+     "serve JSON-RPC at POST /rpc on --http to clients that send this file's token as "
+     "\"Authorization: Bearer TOKEN\"; they act as jobqd's own uid, an administrator, so the "
+     "token is a full-access credential (use TLS in front). The file must not be readable by "
+     "others; it is read at start and on every SIGHUP. Empty: no /rpc",
+     NULL},
     {"log-level", CONFIG_LEVEL, OFF(log_level), "info", 0, 0, KEY_LIVE, "LEVEL",
      "error, warn, info (one line per job event) or debug", NULL},
     {"log-format", CONFIG_FORMAT, OFF(log_format), "text", 0, 0, KEY_LIVE, "FORMAT",

@@ -18,17 +18,36 @@
  * not delivered a whole request within --request-timeout: slow-loris
  * clients trickling a byte at a time do not reset it, unlike the read
  * timeout of evhttp_set_timeout.
+ *
+ * POST /rpc: the callback checks the bearer token (constant time, under a
+ * lock because SIGHUP's reload replaces it from another thread), copies
+ * the body and queues the request for the "httpd" coroutine, which spawns
+ * one "rpc" coroutine per request through a bounded pool. That coroutine
+ * may land on any thread: it runs rpc_handle (parking as long as a `wait`
+ * holds) and hands its reply back through a locked list and the kick
+ * channel, and only the "httpd" coroutine, on thread 0, touches evhttp.
+ * evhttp stops reading a connection while its request is being handled,
+ * so nothing else notices a client that hangs up during a held `wait`: a
+ * timer polls the sockets of held requests and cancels the context of any
+ * whose client has shut down. At the stop, held requests are canceled
+ * (they answer shutting_down) and their replies flushed before the
+ * connections close.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,11 +64,19 @@
 #include "jobq/limits.h"
 #include "jobq/log.h"
 #include "jobq/metrics.h"
+#include "jobq/rpc.h"
 #include "jobq/runtime.h"
 #include "jobq/server.h"
 #include "jobq/store.h"
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+/* How often the sockets of held /rpc requests are polled for a client
+ * that hung up: the socket server looks every 0.5 s too. */
+#define HUP_CHECK_MS 500
+/* At the stop: how long replies already written may take to leave, in
+ * rounds of FLUSH_ROUND_NS, before the connections are closed anyway. */
+#define FLUSH_ROUNDS 100
+#define FLUSH_ROUND_NS (10 * 1000000LL)
 
 /* One accepted HTTP connection. */
 struct hconn {
@@ -68,6 +95,22 @@ struct scrape {
     struct scrape *next;
 };
 
+/* A POST /rpc from its arrival to its reply. Thread 0 owns req, hc and
+ * the links; the "rpc" coroutine (any thread) reads body and fills reply
+ * and oom, then hands the whole back through h->answered. */
+struct rpcreq {
+    struct httpd *h;
+    struct evhttp_request *req;
+    struct hconn *hc; /* NULL for a connection that is not counted */
+    struct ctx *ctx;  /* ends when the client hangs up or the httpd stops */
+    char *body;
+    size_t len;
+    char *reply; /* owned; NULL for a notification (or oom) */
+    bool oom;
+    struct rpcreq *next;                  /* in h->rpc_new, then h->answered */
+    struct rpcreq *live_prev, *live_next; /* in h->live while its coroutine runs */
+};
+
 struct httpd {
     struct daemon *d;
     int fd; /* the listening socket until evhttp takes it; -1 after */
@@ -84,11 +127,148 @@ struct httpd {
     bool paused; /* the listener is off: at the connection cap */
     struct scrape *scrapes, **scrapes_tail;
 
+    /* /rpc. The token is checked on thread 0 and replaced by the reload,
+     * from another thread: token_lock, held for a comparison or a swap. */
+    pthread_mutex_t token_lock;
+    char *token; /* NULL: /rpc is off */
+    size_t token_len;
+    uid_t uid; /* what an HTTP peer acts as: jobqd's own uid and gid */
+    gid_t gid;
+    struct rpcreq *rpc_new, **rpc_new_tail; /* thread 0: waiting for a coroutine */
+    struct rpcreq *live;                    /* thread 0: coroutines running */
+    pthread_mutex_t done_lock;
+    struct rpcreq *answered; /* waiting to be sent (any thread pushes) */
+    struct coro_pool *rpcs;
+    struct ctx *rpc_ctx;  /* parent of every request's context */
+    struct event *hup_ev; /* thread 0: looks for clients that hung up */
+    bool closing;         /* thread 0: /rpc takes no new request */
+
     struct chan *kick;
     struct ctx *ctx;
     struct wg *done;
     bool started, stopped;
 };
+
+/* ---- the token -------------------------------------------------------- */
+
+int
+httpd_token_read(const char *path, char **out, size_t *len, char *why, size_t whylen)
+{
+    char buf[JOBQ_HTTP_TOKEN_MAX_BYTES + 64];
+    struct stat st;
+    size_t n = 0;
+    int fd, rc = 0;
+
+    *out = NULL;
+    *len = 0;
+    /* O_NONBLOCK: a FIFO put there must not hang the start or the reload. */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
+        rc = -errno;
+        snprintf(why, whylen, "cannot open it: %s", strerror(-rc));
+        return rc;
+    }
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        snprintf(why, whylen, "cannot stat it: %s", strerror(-rc));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        snprintf(why, whylen, "not a regular file");
+        goto out;
+    }
+    /* Whoever can read the token administers jobqd, and whoever can change
+     * it can choose one: as ssh does with keys, refuse rather than warn. */
+    if ((st.st_mode & (S_IRWXO | S_IWGRP)) != 0) {
+        rc = -EACCES;
+        snprintf(why, whylen,
+                 "its mode %04o lets others read or change the token; chmod 0600 it (0640 or "
+                 "0440 to share it with its group)",
+                 (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    if (st.st_uid != 0 && st.st_uid != geteuid()) {
+        rc = -EACCES;
+        snprintf(why, whylen,
+                 "it belongs to uid %u, who could choose the token; it must belong to root or "
+                 "to jobqd's uid %u",
+                 (unsigned)st.st_uid, (unsigned)geteuid());
+        goto out;
+    }
+    while (n < sizeof(buf)) {
+        ssize_t r = read(fd, buf + n, sizeof(buf) - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            snprintf(why, whylen, "cannot read it: %s", strerror(-rc));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    /* `echo TOKEN > file` and editors add a line feed. */
+    while (n > 0 && strchr(" \t\r\n", buf[n - 1]) != NULL)
+        n--;
+    if (n > JOBQ_HTTP_TOKEN_MAX_BYTES) {
+        rc = -EINVAL;
+        snprintf(why, whylen, "it holds more than %d bytes; a token is one line",
+                 JOBQ_HTTP_TOKEN_MAX_BYTES);
+        goto out;
+    }
+    if (n < JOBQ_HTTP_TOKEN_MIN_BYTES) {
+        rc = -EINVAL;
+        snprintf(why, whylen,
+                 "it holds %zu characters, fewer than the %d a token needs (make one with: "
+                 "openssl rand -hex 32)",
+                 n, JOBQ_HTTP_TOKEN_MIN_BYTES);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e) {
+            rc = -EINVAL;
+            snprintf(why, whylen,
+                     "byte %zu is not visible ASCII (a space, a control character or UTF-8): a "
+                     "token must fit in an HTTP header",
+                     i);
+            goto out;
+        }
+    }
+    if ((*out = malloc(n + 1)) == NULL) {
+        rc = -ENOMEM;
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    memcpy(*out, buf, n);
+    (*out)[n] = '\0';
+    *len = n;
+out:
+    explicit_bzero(buf, sizeof(buf));
+    close(fd);
+    return rc;
+}
+
+void
+httpd_token_free(char *token, size_t len)
+{
+    if (token == NULL)
+        return;
+    explicit_bzero(token, len);
+    free(token);
+}
+
+bool
+httpd_token_equal(const char *got, size_t gotlen, const char *want, size_t wantlen)
+{
+    /* Every byte of want is looked at whatever got holds, so the time
+     * tells nothing about how much of a guess was right. */
+    volatile unsigned char diff = gotlen != wantlen;
+
+    for (size_t i = 0; i < wantlen; i++)
+        diff |= (unsigned char)want[i] ^ (unsigned char)(i < gotlen ? got[i] : 0);
+    return diff == 0;
+}
 
 /* ---- the listening socket --------------------------------------------- */
 
@@ -110,6 +290,11 @@ httpd_new(struct daemon *d, struct httpd **out, char *why, size_t whylen)
     h->d = d;
     h->fd = -1;
     h->scrapes_tail = &h->scrapes;
+    h->rpc_new_tail = &h->rpc_new;
+    h->uid = geteuid();
+    h->gid = getegid();
+    pthread_mutex_init(&h->token_lock, NULL);
+    pthread_mutex_init(&h->done_lock, NULL);
     snprintf(h->addr, sizeof(h->addr), strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host,
              a->port);
     snprintf(port, sizeof(port), "%d", a->port);
@@ -129,8 +314,18 @@ httpd_new(struct daemon *d, struct httpd **out, char *why, size_t whylen)
     h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
     if ((rc = chan_new(0, 1, &h->kick)) < 0 || (rc = ctx_new(NULL, &h->ctx)) < 0 ||
-        (rc = wg_new(&h->done)) < 0)
+        (rc = wg_new(&h->done)) < 0 || (rc = ctx_new(NULL, &h->rpc_ctx)) < 0 ||
+        (rc = coro_pool_new(d->rt, "rpc", JOBQ_HTTP_CONNECTIONS_MAX, &h->rpcs)) < 0)
         goto fail;
+    if (d->cfg->http_token_file != NULL) {
+        char reason[512];
+        if ((rc = httpd_token_read(d->cfg->http_token_file, &h->token, &h->token_len, reason,
+                                   sizeof(reason))) < 0) {
+            snprintf(why, whylen, "--http-token-file %s: %s", d->cfg->http_token_file, reason);
+            rc = rc == -ENOMEM ? rc : -EINVAL;
+            goto fail;
+        }
+    }
     h->timeout.tv_sec = d->cfg->request_timeout_ms / 1000;
     h->timeout.tv_usec = (d->cfg->request_timeout_ms % 1000) * 1000;
     freeaddrinfo(ai);
@@ -153,6 +348,11 @@ httpd_free(struct httpd *h)
     chan_free(h->kick);
     ctx_free(h->ctx);
     wg_free(h->done);
+    ctx_free(h->rpc_ctx);
+    coro_pool_free(h->rpcs);
+    httpd_token_free(h->token, h->token_len);
+    pthread_mutex_destroy(&h->token_lock);
+    pthread_mutex_destroy(&h->done_lock);
     free(h);
 }
 
@@ -296,7 +496,8 @@ reply(struct httpd *h, struct evhttp_request *req, bool head, int code, const ch
         hc->busy = false;
         evtimer_add(hc->deadline, &h->timeout);
     }
-    evhttp_add_header(hdr, "Content-Type", type);
+    if (type != NULL)
+        evhttp_add_header(hdr, "Content-Type", type);
     evhttp_add_header(hdr, "Cache-Control", "no-store");
     if (head) {
         /* evhttp adds Content-Length only to responses with a body. */
@@ -316,6 +517,122 @@ reply_text(struct httpd *h, struct evhttp_request *req, bool head, int code, con
     reply(h, req, head, code, reason, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+/* ---- /rpc: the request ------------------------------------------------- */
+
+/* 0 if header ("Bearer TOKEN") holds the token; -ENOENT when /rpc is off
+ * (no token file), else -EACCES with *given telling a wrong credential
+ * from none. */
+static int
+authorized(struct httpd *h, const char *header, bool *given)
+{
+    const char *t = NULL;
+    size_t n = 0;
+    int rc;
+
+    *given = header != NULL && header[strspn(header, " \t")] != '\0';
+    if (header != NULL && strncasecmp(header, "Bearer", 6) == 0 &&
+        (header[6] == ' ' || header[6] == '\t')) {
+        t = header + 6 + strspn(header + 6, " \t");
+        n = strlen(t);
+        while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+            n--;
+    }
+    pthread_mutex_lock(&h->token_lock);
+    if (h->token == NULL)
+        rc = -ENOENT;
+    else
+        rc = t != NULL && httpd_token_equal(t, n, h->token, h->token_len) ? 0 : -EACCES;
+    pthread_mutex_unlock(&h->token_lock);
+    return rc;
+}
+
+static void
+rpcreq_free(struct rpcreq *rq)
+{
+    if (rq == NULL)
+        return;
+    ctx_free(rq->ctx);
+    free(rq->body);
+    free(rq->reply);
+    free(rq);
+}
+
+/* The client's word on the connection: a reply to a request while the
+ * daemon drains (or stops serving /rpc) also closes it, so that a client
+ * that keeps connections alive moves to another node. */
+static void
+closing_header(struct httpd *h, struct evhttp_request *req)
+{
+    if (h->closing || atomic_load(&h->d->draining))
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+}
+
+static void
+rpc_request(struct httpd *h, struct evhttp_request *req, struct hconn *hc)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    struct rpcreq *rq = NULL;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    bool given;
+    int rc;
+
+    rc = authorized(h, evhttp_find_header(in, "Authorization"), &given);
+    if (rc == -ENOENT) {
+        reply_text(h, req, false, 404, "Not Found",
+                   "not found: /rpc is off (jobqd serves it only with --http-token-file)\n");
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_text(h, req, false, 405, "Method Not Allowed", "only POST\n");
+        return;
+    }
+    if (rc < 0) {
+        /* Never the header itself: a near miss is still a secret. */
+        if (hc != NULL && hc->evcon != NULL)
+            evhttp_connection_get_peer(hc->evcon, &peer, &port);
+        log_warn("http.unauthorized", "peer=%s port=%u reason=%s", log_q(peer ? peer : "?"),
+                 (unsigned)port, given ? "bad_token" : "no_token");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          given ? "Bearer realm=\"jobq\", error=\"invalid_token\""
+                                : "Bearer realm=\"jobq\"");
+        reply_text(h, req, false, 401, "Unauthorized",
+                   given ? "bad bearer token\n" : "missing bearer token (Authorization: Bearer)\n");
+        return;
+    }
+    /* Content-Type is not checked: `curl -d` sends a form's, and a
+     * cross-site form cannot carry the Authorization header anyway. */
+    if (h->closing) {
+        closing_header(h, req);
+        reply_text(h, req, false, 503, "Service Unavailable", "shutting down\n");
+        return;
+    }
+    if ((rq = calloc(1, sizeof(*rq))) == NULL ||
+        (rq->body = malloc(evbuffer_get_length(body) + 1)) == NULL ||
+        ctx_new(h->rpc_ctx, &rq->ctx) < 0) {
+        rpcreq_free(rq);
+        reply_text(h, req, false, 500, "Internal Server Error", "out of memory\n");
+        return;
+    }
+    rq->h = h;
+    rq->req = req;
+    rq->hc = hc;
+    rq->len = evbuffer_get_length(body);
+    evbuffer_remove(body, rq->body, rq->len);
+    rq->body[rq->len] = '\0';
+    if (hc != NULL && hc->evcon != NULL)
+        evhttp_connection_get_peer(hc->evcon, &peer, &port);
+    log_debug("http.rpc", "peer=%s port=%u bytes=%zu", log_q(peer ? peer : "?"), (unsigned)port,
+              rq->len);
+    *h->rpc_new_tail = rq;
+    h->rpc_new_tail = &rq->next;
+    if (hc != NULL)
+        hc->busy = true;               /* held as long as its method says, not --request-timeout */
+    chan_send(h->kick, NULL, NULL, 0); /* full: the coroutine is due anyway */
+}
+
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
@@ -329,13 +646,24 @@ on_request(struct evhttp_request *req, void *arg)
 
     if (hc != NULL)
         evtimer_del(hc->deadline); /* it arrived whole; the reply re-arms it */
+    if (path == NULL)
+        path = "";
+    if (strcmp(path, "/rpc") == 0) {
+        rpc_request(h, req, hc);
+        return;
+    }
+    if (strcmp(path, "/livez") != 0 && strcmp(path, "/readyz") != 0 &&
+        strcmp(path, "/metrics") != 0) {
+        /* Whatever the method: a client that posts to a wrong --url
+         * prefix learns that the path is wrong. */
+        reply_text(h, req, head, 404, "Not Found", "not found; try /livez, /readyz or /metrics\n");
+        return;
+    }
     if (cmd != EVHTTP_REQ_GET && !head) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
         reply_text(h, req, false, 405, "Method Not Allowed", "only GET and HEAD\n");
         return;
     }
-    if (path == NULL)
-        path = "";
     if (strcmp(path, "/livez") == 0) {
         reply_text(h, req, head, 200, "OK", "ok\n");
     } else if (strcmp(path, "/readyz") == 0) {
@@ -343,7 +671,7 @@ on_request(struct evhttp_request *req, void *arg)
             reply_text(h, req, head, 503, "Service Unavailable", "draining\n");
         else
             reply_text(h, req, head, 200, "OK", "ready\n");
-    } else if (strcmp(path, "/metrics") == 0) {
+    } else { /* /metrics */
         if ((s = calloc(1, sizeof(*s))) == NULL) {
             reply_text(h, req, head, 500, "Internal Server Error", "out of memory\n");
             return;
@@ -355,8 +683,6 @@ on_request(struct evhttp_request *req, void *arg)
         if (hc != NULL)
             hc->busy = true;
         chan_send(h->kick, NULL, NULL, 0); /* full: the coroutine is due anyway */
-    } else {
-        reply_text(h, req, head, 404, "Not Found", "not found; try /livez, /readyz or /metrics\n");
     }
 }
 
@@ -523,6 +849,184 @@ answer_scrapes(struct httpd *h)
     free(o.buf);
 }
 
+/* ---- /rpc: the coroutines --------------------------------------------- */
+
+/* One request, on whichever thread the pool chose. The last thing it does
+ * is hand rq back: from then on the "httpd" coroutine may free it. */
+static void
+rpc_main(void *arg)
+{
+    struct rpcreq *rq = arg;
+    struct httpd *h = rq->h;
+    struct rpc_peer peer = {.uid = h->uid, .gid = h->gid, .pid = 0, .admin = true, .ctx = rq->ctx};
+
+    rq->reply = rpc_handle(h->d, &peer, rq->body, rq->len, &rq->oom);
+    /* A held method whose client hung up ends without a reply: not oom. */
+    if (rq->oom && ctx_err(rq->ctx) == 0)
+        log_error("http.rpc_oom", "len=%zu", rq->len);
+    pthread_mutex_lock(&h->done_lock);
+    rq->next = h->answered;
+    h->answered = rq;
+    pthread_mutex_unlock(&h->done_lock);
+    chan_send(h->kick, NULL, NULL, 0); /* full: the coroutine is due anyway */
+}
+
+static void
+live_add(struct httpd *h, struct rpcreq *rq)
+{
+    rq->live_prev = NULL;
+    rq->live_next = h->live;
+    if (h->live != NULL)
+        h->live->live_prev = rq;
+    h->live = rq;
+}
+
+static void
+live_del(struct httpd *h, struct rpcreq *rq)
+{
+    if (rq->live_prev != NULL)
+        rq->live_prev->live_next = rq->live_next;
+    else
+        h->live = rq->live_next;
+    if (rq->live_next != NULL)
+        rq->live_next->live_prev = rq->live_prev;
+}
+
+/* Sends rq's reply (or code and text instead, when code is not 0) and
+ * frees rq. */
+static void
+rpc_answer(struct httpd *h, struct rpcreq *rq, int code, const char *reason, const char *text)
+{
+    closing_header(h, rq->req);
+    if (code != 0)
+        reply_text(h, rq->req, false, code, reason, text);
+    else if (rq->reply != NULL)
+        reply(h, rq->req, false, 200, "OK", "application/json", rq->reply, strlen(rq->reply));
+    else if (rq->oom && ctx_err(rq->ctx) == 0)
+        reply_text(h, rq->req, false, 500, "Internal Server Error", "out of memory\n");
+    else if (rq->oom)
+        reply_text(h, rq->req, false, 503, "Service Unavailable", "abandoned\n");
+    else
+        reply(h, rq->req, false, 204, "No Content", NULL, "", 0); /* notifications */
+    rpcreq_free(rq);
+}
+
+/* Clients that shut their socket while their request is held: evhttp does
+ * not read during a request, so it would not see them go. */
+static void
+on_hup_check(evutil_socket_t fd, short what, void *arg)
+{
+    static const struct timeval every = {HUP_CHECK_MS / 1000, (HUP_CHECK_MS % 1000) * 1000};
+    struct httpd *h = arg;
+
+    (void)fd;
+    (void)what;
+    for (struct rpcreq *rq = h->live; rq != NULL; rq = rq->live_next) {
+        struct pollfd p = {.fd = -1, .events = POLLRDHUP};
+        if (rq->hc == NULL || rq->hc->evcon == NULL || ctx_err(rq->ctx) != 0)
+            continue;
+        p.fd = bufferevent_getfd(evhttp_connection_get_bufferevent(rq->hc->evcon));
+        if (p.fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+            log_debug("http.rpc_abandoned", "fd=%d", p.fd);
+            ctx_cancel(rq->ctx);
+        }
+    }
+    if (h->live != NULL)
+        evtimer_add(h->hup_ev, &every);
+}
+
+/* Gives each queued request its coroutine; while closing, or when the pool
+ * is full (it holds a request per connection), answers 503 instead. */
+static void
+start_rpcs(struct httpd *h)
+{
+    struct rpcreq *rq;
+
+    while ((rq = h->rpc_new) != NULL) {
+        if ((h->rpc_new = rq->next) == NULL)
+            h->rpc_new_tail = &h->rpc_new;
+        rq->next = NULL;
+        live_add(h, rq);
+        if (h->closing || coro_pool_spawn(h->rpcs, NULL, CORO_NOWAIT, "rpc", rpc_main, rq) < 0) {
+            live_del(h, rq);
+            rpc_answer(h, rq, 503, "Service Unavailable",
+                       h->closing ? "shutting down\n" : "too many requests\n");
+        }
+    }
+    if (h->live != NULL && !evtimer_pending(h->hup_ev, NULL))
+        on_hup_check(-1, 0, h);
+}
+
+static void
+answer_rpcs(struct httpd *h)
+{
+    struct rpcreq *list, *next;
+
+    pthread_mutex_lock(&h->done_lock);
+    list = h->answered;
+    h->answered = NULL;
+    pthread_mutex_unlock(&h->done_lock);
+    for (; list != NULL; list = next) {
+        next = list->next;
+        live_del(h, list);
+        rpc_answer(h, list, 0, NULL, NULL);
+    }
+}
+
+/* The stop: held requests are canceled (a `wait` answers shutting_down)
+ * and every request is answered before the connections close. */
+static void
+stop_rpcs(struct httpd *h)
+{
+    h->closing = true;
+    ctx_cancel(h->rpc_ctx);
+    for (;;) {
+        start_rpcs(h);
+        answer_rpcs(h);
+        if (h->live == NULL)
+            break;
+        chan_recv(h->kick, NULL, NULL, 100 * 1000000LL);
+    }
+    coro_pool_drain(h->rpcs, NULL, RT_FOREVER); /* each has handed its request back */
+}
+
+/* Replies written to a connection but not yet sent. */
+static bool
+output_pending(struct httpd *h)
+{
+    for (struct hconn *hc = h->conns; hc != NULL; hc = hc->next)
+        if (hc->evcon != NULL && evbuffer_get_length(bufferevent_get_output(
+                                     evhttp_connection_get_bufferevent(hc->evcon))) > 0)
+            return true;
+    return false;
+}
+
+void
+httpd_reload(struct httpd *h, const struct config *cfg)
+{
+    char why[512], *token = NULL, *old;
+    size_t len = 0, oldlen;
+    int rc;
+
+    if (h == NULL)
+        return;
+    if (cfg->http_token_file != NULL &&
+        (rc = httpd_token_read(cfg->http_token_file, &token, &len, why, sizeof(why))) < 0) {
+        log_error("http.token_failed", "file=%s err=%s action=%s", log_q(cfg->http_token_file),
+                  log_q(why), log_q("the previous token stays"));
+        return;
+    }
+    pthread_mutex_lock(&h->token_lock);
+    old = h->token;
+    oldlen = h->token_len;
+    h->token = token;
+    h->token_len = len;
+    pthread_mutex_unlock(&h->token_lock);
+    httpd_token_free(old, oldlen);
+    log_info("http.token", "rpc=%s file=%s", token != NULL ? "on" : "off",
+             log_q(cfg->http_token_file != NULL ? cfg->http_token_file : ""));
+}
+
 /* ---- the coroutine ---------------------------------------------------- */
 
 static int
@@ -531,7 +1035,8 @@ setup(struct httpd *h, struct event_base *base)
     struct evhttp_bound_socket *bound;
 
     if ((h->http = evhttp_new(base)) == NULL ||
-        (h->resolve_ev = event_new(base, -1, 0, on_resolve, h)) == NULL)
+        (h->resolve_ev = event_new(base, -1, 0, on_resolve, h)) == NULL ||
+        (h->hup_ev = evtimer_new(base, on_hup_check, h)) == NULL)
         return -ENOMEM;
     evhttp_set_max_headers_size(h->http, JOBQ_HTTP_HEADERS_MAX_BYTES);
     evhttp_set_max_body_size(h->http, JOBQ_HTTP_BODY_MAX_BYTES);
@@ -561,14 +1066,29 @@ httpd_main(void *arg)
     if ((rc = setup(h, rt_event_base(h->d->rt, coro_thread()))) < 0) {
         log_error("http.failed", "addr=%s err=%s", log_q(h->addr), log_q(strerror(-rc)));
     } else {
-        log_info("http.listen", "addr=%s port=%d", log_q(h->addr), h->port);
-        while (chan_recv(h->kick, NULL, h->ctx, RT_FOREVER) == 0)
+        bool rpc;
+        pthread_mutex_lock(&h->token_lock);
+        rpc = h->token != NULL;
+        pthread_mutex_unlock(&h->token_lock);
+        log_info("http.listen", "addr=%s port=%d rpc=%s", log_q(h->addr), h->port,
+                 rpc ? "on" : "off");
+        if (rpc && h->uid == 0)
+            log_warn("http.rpc_as_root", "hint=%s",
+                     log_q("a client with the token runs jobs as root: run jobqd as an "
+                           "unprivileged user where /rpc is reachable"));
+        while (chan_recv(h->kick, NULL, h->ctx, RT_FOREVER) == 0) {
+            start_rpcs(h);
+            answer_rpcs(h);
             answer_scrapes(h);
+        }
         /* Scrapes can still arrive while the last ones read the store; a
          * few rounds answer them, and the listener takes no one new. */
         evconnlistener_disable(h->lev);
+        stop_rpcs(h);
         for (int round = 0; round < 3 && h->scrapes != NULL; round++)
             answer_scrapes(h);
+        for (int round = 0; round < FLUSH_ROUNDS && output_pending(h); round++)
+            coro_sleep(NULL, FLUSH_ROUND_NS);
     }
     /* Any left unanswered go with their connections in evhttp_free. */
     while (h->scrapes != NULL) {
@@ -584,6 +1104,9 @@ httpd_main(void *arg)
     if (h->resolve_ev != NULL)
         event_free(h->resolve_ev);
     h->resolve_ev = NULL;
+    if (h->hup_ev != NULL)
+        event_free(h->hup_ev);
+    h->hup_ev = NULL;
     wg_done(h->done);
 }
 

@@ -205,7 +205,7 @@ raise_fd_limit(const struct config *cfg)
 {
     struct rlimit rl;
     rlim_t want = (rlim_t)cfg->max_connections + (rlim_t)JOBQ_FD_PER_JOB * cfg->concurrency +
-                  JOBQ_FD_RESERVE,
+                  JOBQ_FD_RESERVE + (cfg->http.host != NULL ? JOBQ_HTTP_CONNECTIONS_MAX : 0),
            was;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
@@ -383,6 +383,7 @@ reload(struct run *r)
     dispatch_set_concurrency(d->dispatch, cfg->concurrency);
     store_set_max_queued(d->store, cfg->max_queued);
     apply_queue_limits(d, old, cfg);
+    httpd_reload(d->httpd, cfg); /* the token file: rotated, moved or emptied */
     if ((t = malloc(sizeof(*t))) == NULL) {
         config_free(cfg);
         return;
@@ -694,6 +695,7 @@ main(int argc, char **argv)
     if (d.cfg->http.host != NULL && (rc = httpd_new(&d, &d.httpd, why, sizeof(why))) < 0) {
         log_error("http.listen_failed", "err=%s", log_q(why));
         fprintf(stderr, "jobqd: %s\n", why);
+        status = rc == -EINVAL ? EXIT_CONFIG : EXIT_RUN; /* a bad address or token file */
         goto out;
     }
     if ((rc = rt_run(d.rt, "main", serve, &r)) < 0) {

@@ -690,6 +690,7 @@ test_usage_is_generated_from_the_table(void **state)
         "  --max-connections N ",
         "  --max-connections-per-uid N\n", /* too long: help on the next line */
         "  --http ADDR:PORT ",
+        "  --http-token-file FILE ",
         "  --log-level LEVEL ",
         "  --log-format FORMAT ",
         "  --log-file PATH ",
@@ -708,7 +709,7 @@ test_usage_is_generated_from_the_table(void **state)
     int live = 0;
     for (char *p = u; (p = strstr(p, "[live]")) != NULL; p++)
         live++;
-    assert_int_equal(live, 1 + 8); /* the intro, then each live key */
+    assert_int_equal(live, 1 + 9); /* the intro, then each live key */
     for (char *l = u; *l; l = strchr(l, '\n') + 1)
         assert_true(strchr(l, '\n') - l <= 100); /* wrapped at 100 columns */
     free(u);
@@ -816,8 +817,10 @@ test_reload_resolves_relative_flags_against_the_start_dir(void **state)
 static void
 test_live_keys(void **state)
 {
-    const char *live[] = {"log-level", "log-format", "log-file",       "concurrency",
-                          "queue",     "max-queued", "shutdown-grace", "max-connections-per-uid"};
+    const char *live[] = {
+        "log-level",      "log-format", "log-file",       "concurrency",
+        "queue",          "max-queued", "shutdown-grace", "max-connections-per-uid",
+        "http-token-file"};
     const char *restart[] = {"config",          "state-dir",  "socket",  "threads",
                              "request-timeout", "http",       "log-cap", "kill-grace",
                              "max-connections", "foreground", "store"};

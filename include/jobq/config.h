@@ -80,6 +80,7 @@ struct config {
     int max_connections;
     int max_connections_per_uid; /* root and jobqd's own uid are exempt */
     struct config_addr http;
+    char *http_token_file;      /* http-token-file: absolute, NULL = no /rpc; live */
     enum log_level log_level;   /* live */
     enum log_format log_format; /* live */
     char *log_file;             /* log-file: absolute, NULL = stderr; live */

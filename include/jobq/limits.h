@@ -281,14 +281,27 @@
  * tried again this many times, 10 ms apart (half a second in all), then
  * given up: the manager is not reading at all. */
 #define JOBQ_NOTIFY_RETRIES 50
-/* HTTP connections at once. Probes and scrapers need a handful; past the
- * cap the listener stops accepting until one closes (newcomers wait in
- * the kernel's backlog), so slow clients cost bounded memory and fds. */
-#define JOBQ_HTTP_CONNECTIONS_MAX 64
+/* HTTP connections at once. Probes and scrapers need a handful, remote
+ * clients one per command (a held `wait` or `logs --follow` keeps its
+ * own); past the cap the listener stops accepting until one closes
+ * (newcomers wait in the kernel's backlog), so slow clients cost bounded
+ * memory and fds. evhttp reads a body before /rpc can check its token, so
+ * the cap also bounds what unauthenticated clients can make jobqd buffer:
+ * 128 bodies of 1 MiB, each for at most --request-timeout. jobqd's fd
+ * limit is raised to cover these. */
+#define JOBQ_HTTP_CONNECTIONS_MAX 128
 /* Request line and headers of one HTTP request: a probe or a Prometheus
- * scrape sends a few hundred bytes. Larger gets 413 and is closed. */
+ * scrape sends a few hundred bytes, /rpc a bearer token of up to
+ * JOBQ_HTTP_TOKEN_MAX_BYTES more. Larger gets 413 and is closed. */
 #define JOBQ_HTTP_HEADERS_MAX_BYTES 8192
-/* Body of an HTTP request: GET and HEAD carry none. */
-#define JOBQ_HTTP_BODY_MAX_BYTES 0
+/* Body of an HTTP request: a POST /rpc carries one JSON-RPC message, as
+ * large as a request line on the socket; GET and HEAD carry none. Larger
+ * gets 413 and the connection is closed. */
+#define JOBQ_HTTP_BODY_MAX_BYTES JOBQ_REQUEST_MAX_BYTES
+/* The bearer token of --http-token-file, bytes: 16 base64 characters
+ * hold 96 random bits, and anything shorter is a password, not a token
+ * (docs suggest `openssl rand -hex 32`); at most half the header limit. */
+#define JOBQ_HTTP_TOKEN_MIN_BYTES 16
+#define JOBQ_HTTP_TOKEN_MAX_BYTES 4096
 
 #endif

@@ -128,7 +128,7 @@ case $big in
 "HTTP/1.1 4"* | closed) pass "an oversized header is refused (${big#HTTP/1.1 })" ;;
 *) fail "an oversized header is refused" "$big" ;;
 esac
-"$HTTPGET" --slow 70 100 --timeout 15 "$PORT" /metrics >"$T/slow.out" 2>&1 &
+"$HTTPGET" --slow 140 100 --timeout 15 "$PORT" /metrics >"$T/slow.out" 2>&1 &
 slow_pid=$!
 # Under way once the listener is full.
 until_ok 5 "grep -q 'http.connection_cap' '$T/jobqd.log'" || fail "the slow clients fill the listener" \
@@ -144,7 +144,7 @@ else
 fi
 wait "$slow_pid"
 slow_rc=$?
-if [ $slow_rc -eq 0 ] && grep -q '^closed 70 of 70' "$T/slow.out"; then
+if [ $slow_rc -eq 0 ] && grep -q '^closed 140 of 140' "$T/slow.out"; then
     pass "slow requests are cut off after --request-timeout, past the connection cap too"
 else
     fail "slow requests are cut off after --request-timeout, past the connection cap too" \
