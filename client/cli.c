@@ -40,7 +40,8 @@ req_clear(struct req *r)
 }
 
 static const char help_overview[] =
-    "usage: jobq [--socket PATH] [--json] COMMAND [options] [ARG...]\n"
+    "usage: jobq [--socket PATH | --url URL [--token-file FILE]] [--json] COMMAND [options]\n"
+    "            [ARG...]\n"
     "\n"
     "Submit commands to jobqd, the job-queue daemon, and follow them.\n"
     "\n"
@@ -51,6 +52,8 @@ static const char help_rest[] =
     "\n"
     "options of every command:\n"
     "  --socket PATH       the daemon's socket (see below)\n"
+    "  --url URL           a remote daemon's --http listener, http://HOST:PORT (see below)\n"
+    "  --token-file FILE   the bearer token for --url (see below)\n"
     "  --json              print JSON instead of text\n"
     "  -h, --help          help; 'jobq help COMMAND' for a command's options\n"
     "  --version           print this client's version and exit\n"
@@ -59,6 +62,10 @@ static const char help_rest[] =
     "  ./var/jobq.sock                                        a checkout running 'make run'\n"
     "  ${XDG_STATE_HOME:-$HOME/.local/state}/jobq/jobq.sock   a per-user daemon\n"
     "  /run/jobq/jobq.sock                                    the system service (the fallback)\n"
+    "\n"
+    "remote: --url URL, else $JOBQ_URL unless --socket is given, reaches jobqd's POST /rpc\n"
+    "  over HTTP with the token in --token-file FILE, else $JOBQ_TOKEN_FILE (jobqd\n"
+    "  --http-token-file). Plain HTTP: across networks, through a tunnel or a TLS proxy.\n"
     "\n"
     "durations: 250ms, 30s, 5m, 2h, 1d, 1h30m, or plain seconds (90)\n"
     "times: RFC 3339 (2026-01-31T09:00:00Z or with an offset) or +DURATION from now (+10m)\n"
@@ -77,11 +84,12 @@ static const char help_rest[] =
     "  65     request rejected as invalid (bad parameters, a state that does not allow it,\n"
     "         a bad --batch file, too large)\n"
     "  66     no such job\n"
-    "  69     jobqd unreachable (not running, wrong socket, hung up)\n"
+    "  69     jobqd unreachable (not running, wrong socket or URL, hung up)\n"
     "  70     protocol or internal error\n"
     "  74     storage failure on the daemon, or writing the output failed\n"
     "  75     refused for now: queue full, shutting down, too many connections; retry\n"
-    "  77     permission denied (another user's job, the socket's permissions)\n"
+    "  77     permission denied (another user's job, the socket's permissions, a bad or\n"
+    "         missing token)\n"
     "  79     wait --timeout elapsed before the job(s) finished\n"
     "A command's own status can coincide with 64-79; 'jobq show ID' tells them apart.\n";
 
@@ -105,6 +113,8 @@ cli_help(FILE *out, const struct cmd_entry *cmd)
     fprintf(out, "\noptions:\n%s", cmd->help);
     fputs("  --json              print JSON instead of text\n"
           "  --socket PATH       the daemon's socket (see 'jobq help')\n"
+          "  --url URL           a remote daemon, http://HOST:PORT (see 'jobq help')\n"
+          "  --token-file FILE   the bearer token for --url\n"
           "  -h, --help          this help\n",
           out);
 }
@@ -130,6 +140,16 @@ cli_parse(struct cli *c, int argc, char **argv, struct req *r, char *why, size_t
             c->socket_flag = argv[i];
         } else if (strncmp(a, "--socket=", 9) == 0) {
             c->socket_flag = a + 9;
+        } else if (strcmp(a, "--url") == 0 || strcmp(a, "--token-file") == 0) {
+            if (++i == argc) {
+                snprintf(why, whylen, "%s needs a value (see 'jobq help')", a);
+                return -EINVAL;
+            }
+            *(a[2] == 'u' ? &c->url_flag : &c->token_file_flag) = argv[i];
+        } else if (strncmp(a, "--url=", 6) == 0) {
+            c->url_flag = a + 6;
+        } else if (strncmp(a, "--token-file=", 13) == 0) {
+            c->token_file_flag = a + 13;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             r->help = true;
             return 0;
@@ -187,10 +207,49 @@ cli_fail(struct cli *c, int rc, const struct rpc_error *e)
     if (rc == -EREMOTEIO && e != NULL) {
         errmsg_format(c->verb != NULL ? c->verb : "jobq", e, msg, sizeof(msg));
         code = errmsg_exit_code(e->code);
+    } else if (c->url != NULL) {
+        const char *reason, *detail;
+        int status = rpc_http_status(c->rpc, &reason, &detail);
+        code = errmsg_http(rc, c->url, status, reason, detail, msg, sizeof(msg));
     } else {
         code = errmsg_transport(rc, c->socket_path, c->socket_fallback, msg, sizeof(msg));
     }
     return cli_errorf(c, code, "%s", msg);
+}
+
+static bool
+given(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* --url, else $JOBQ_URL unless --socket: an HTTP transport with the token
+ * of --token-file, else $JOBQ_TOKEN_FILE. */
+static int
+connect_url(struct cli *c, const char *url)
+{
+    const char *file = given(c->token_file_flag) ? c->token_file_flag : c->env_token_file;
+    char why[512], *token = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (given(file) && (rc = rpc_token_read(file, &token, &len)) < 0)
+        return cli_errorf(c, EXIT_DENIED, "cannot read the token file %s: %s (see --token-file)",
+                          file,
+                          rc == -EINVAL     ? "it holds no token (one line of visible ASCII)"
+                          : rc == -EMSGSIZE ? "too long for a token"
+                                            : strerror(-rc));
+    rc = rpc_open_url(url, token, len, &c->rpc, why, sizeof(why));
+    if (token != NULL) {
+        explicit_bzero(token, len);
+        free(token);
+    }
+    if (rc == -EINVAL)
+        return cli_errorf(c, EXIT_USAGE, "--url %s: %s", url, why);
+    if (rc < 0)
+        return cli_errorf(c, EXIT_PROTOCOL, "%s", strerror(-rc));
+    c->url = url;
+    return 0;
 }
 
 int
@@ -201,6 +260,13 @@ cli_connect(struct cli *c)
 
     if (c->rpc != NULL)
         return 0;
+    if (given(c->url_flag) && given(c->socket_flag))
+        return cli_errorf(c, EXIT_USAGE,
+                          "--socket and --url name two different daemons; give one of them");
+    if (given(c->url_flag))
+        return connect_url(c, c->url_flag);
+    if (!given(c->socket_flag) && given(c->env_url))
+        return connect_url(c, c->env_url);
     if ((rc = rpc_socket_path(&w, c->socket_path, sizeof(c->socket_path), &c->socket_fallback)) < 0)
         return cli_errorf(c, EXIT_USAGE, "the socket path is too long (over %zu bytes)",
                           sizeof(c->socket_path) - 1);

@@ -46,20 +46,25 @@ enum exit_code {
 /* The process's surroundings (filled by main.c, or by a test) and the
  * global options. Strings are borrowed for the whole run. */
 struct cli {
-    const char *socket_flag;   /* --socket, or NULL */
-    const char *env_socket;    /* $JOBQ_SOCKET, or NULL */
-    const char *env_xdg_state; /* $XDG_STATE_HOME, or NULL */
-    const char *env_home;      /* $HOME, or NULL */
-    char *const *environ;      /* the environment, for `--env K`; may be NULL */
-    const char *cwd;           /* current directory; NULL if unknown */
-    int64_t now_ms;            /* wall clock at start, for +DUR and ages */
-    size_t columns;            /* table width */
+    const char *socket_flag;     /* --socket, or NULL */
+    const char *env_socket;      /* $JOBQ_SOCKET, or NULL */
+    const char *url_flag;        /* --url, or NULL */
+    const char *env_url;         /* $JOBQ_URL, or NULL */
+    const char *token_file_flag; /* --token-file, or NULL */
+    const char *env_token_file;  /* $JOBQ_TOKEN_FILE, or NULL */
+    const char *env_xdg_state;   /* $XDG_STATE_HOME, or NULL */
+    const char *env_home;        /* $HOME, or NULL */
+    char *const *environ;        /* the environment, for `--env K`; may be NULL */
+    const char *cwd;             /* current directory; NULL if unknown */
+    int64_t now_ms;              /* wall clock at start, for +DUR and ages */
+    size_t columns;              /* table width */
     FILE *in, *out, *err;
     bool json; /* --json */
     /* Set by cli_connect; rpc is owned (rpc_free). */
     struct rpc *rpc;
     char socket_path[4096];
     bool socket_fallback; /* nothing in the default chain existed */
+    const char *url;      /* set by cli_connect when jobqd is reached over HTTP */
     const char *verb;     /* the verb being run, for messages */
 };
 
@@ -121,10 +126,11 @@ struct opt {
     int key;
 };
 
-enum { OPT_JSON = 1000, OPT_SOCKET, OPT_HELP };
+enum { OPT_JSON = 1000, OPT_SOCKET, OPT_HELP, OPT_URL, OPT_TOKEN_FILE };
 
 #define OPT_COMMON                                                                                 \
-    {"json", 0, false, OPT_JSON}, {"socket", 0, true, OPT_SOCKET}, {"help", 'h', false, OPT_HELP}, \
+    {"json", 0, false, OPT_JSON}, {"socket", 0, true, OPT_SOCKET}, {"url", 0, true, OPT_URL},      \
+        {"token-file", 0, true, OPT_TOKEN_FILE}, {"help", 'h', false, OPT_HELP},                   \
     {                                                                                              \
         NULL, 0, false, 0                                                                          \
     }
@@ -152,7 +158,8 @@ int optiter_init(struct optiter *it, int argc, char **argv, bool stop_at_positio
 int optiter_next(struct optiter *it, const struct opt *opts, const char **arg, char *why,
                  size_t whylen);
 void optiter_free(struct optiter *it);
-/* Handles OPT_JSON, OPT_SOCKET and OPT_HELP; returns 1 if key was one. */
+/* Handles OPT_JSON, OPT_SOCKET, OPT_URL, OPT_TOKEN_FILE and OPT_HELP;
+ * returns 1 if key was one. */
 int opt_common(struct cli *c, struct req *r, int key, const char *arg);
 
 /* Value parsers for option arguments; why names the option (opt). */
@@ -191,6 +198,10 @@ void errmsg_format(const char *verb, const struct rpc_error *e, char *buf, size_
  * when the path was the last resort of the default chain. Returns the
  * exit code. */
 int errmsg_transport(int rc, const char *path, bool fallback, char *buf, size_t len);
+/* The same for the HTTP transport to url: status, reason and detail as
+ * rpc_http_status gives them. */
+int errmsg_http(int rc, const char *url, int status, const char *reason, const char *detail,
+                char *buf, size_t len);
 
 /* The exit code a finished (or unfinished) job object stands for, and the
  * line that explains it (empty for success). */

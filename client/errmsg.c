@@ -180,6 +180,95 @@ errmsg_transport(int rc, const char *path, bool fallback, char *buf, size_t len)
     }
 }
 
+int
+errmsg_http(int rc, const char *url, int status, const char *reason, const char *detail, char *buf,
+            size_t len)
+{
+    const char *hint = "is jobqd running with --http there? check --url or JOBQ_URL";
+
+    if (rc == -EPROTO) {
+        switch (status) {
+        case 401:
+        case 403:
+            snprintf(buf, len,
+                     "jobqd at %s refused the request (HTTP %d): bad or missing token: "
+                     "see --token-file",
+                     url, status);
+            return EXIT_DENIED;
+        case 404:
+            snprintf(buf, len,
+                     "no JSON-RPC at %s (HTTP 404): jobqd serves /rpc only with "
+                     "--http-token-file; check --url",
+                     url);
+            return EXIT_UNREACHABLE;
+        case 413:
+            snprintf(buf, len,
+                     "jobqd at %s refused the request as too large (HTTP 413: at most %d bytes); "
+                     "split it",
+                     url, JOBQ_REQUEST_MAX_BYTES);
+            return EXIT_INVALID;
+        case 429:
+        case 503:
+            snprintf(buf, len, "jobqd at %s cannot take requests now (HTTP %d %s); retry", url,
+                     status, reason);
+            return EXIT_TEMPFAIL;
+        case 502:
+        case 504:
+            snprintf(buf, len, "cannot reach jobqd behind %s (HTTP %d %s from a proxy; %s)", url,
+                     status, reason, hint);
+            return EXIT_UNREACHABLE;
+        default:
+            snprintf(buf, len,
+                     "%s answered HTTP %d %s (is that jobqd's --http address? see "
+                     "'jobq version')",
+                     url, status, reason);
+            return EXIT_PROTOCOL;
+        }
+    }
+    switch (rc) {
+    case -ENXIO:
+        snprintf(buf, len, "cannot reach jobqd at %s: %s (check --url or JOBQ_URL)", url, detail);
+        return EXIT_UNREACHABLE;
+    case -ECONNREFUSED:
+        snprintf(buf, len, "cannot reach jobqd at %s: connection refused (%s)", url, hint);
+        return EXIT_UNREACHABLE;
+    case -EHOSTUNREACH:
+    case -ENETUNREACH:
+    case -EADDRNOTAVAIL:
+    case -EAFNOSUPPORT:
+        snprintf(buf, len, "cannot reach jobqd at %s: %s (%s)", url,
+                 rc == -EHOSTUNREACH    ? "no route to the host"
+                 : rc == -ENETUNREACH   ? "the network is unreachable"
+                 : rc == -EADDRNOTAVAIL ? "no address to connect from"
+                                        : "no such address family here",
+                 hint);
+        return EXIT_UNREACHABLE;
+    case -ETIMEDOUT:
+        snprintf(buf, len, "cannot reach jobqd at %s: %s (%s)", url,
+                 detail[0] != '\0' ? detail : strerror(-rc), hint);
+        return EXIT_UNREACHABLE;
+    case -ECONNRESET:
+    case -EPIPE:
+        snprintf(buf, len,
+                 "jobqd at %s closed the connection before replying (did it stop? see its log)",
+                 url);
+        return EXIT_UNREACHABLE;
+    case -EMSGSIZE:
+        snprintf(buf, len,
+                 "message over the protocol's size limit (a request is at most %d bytes, a reply "
+                 "%d); split it",
+                 JOBQ_REQUEST_MAX_BYTES, RPC_REPLY_MAX_BYTES);
+        return EXIT_INVALID;
+    case -EBADMSG:
+        snprintf(buf, len, "bad reply from %s (is that jobqd's --http address? see 'jobq version')",
+                 url);
+        return EXIT_PROTOCOL;
+    default:
+        snprintf(buf, len, "talking to jobqd at %s: %s", url, strerror(-rc));
+        return EXIT_PROTOCOL;
+    }
+}
+
 /* outcome and state of a job object, "" when absent. */
 static const char *
 str_or_empty(const cJSON *job, const char *key)

@@ -44,6 +44,8 @@ main(int argc, char **argv)
     static char cwd[PATH_MAX];
     struct cli c = {
         .env_socket = getenv("JOBQ_SOCKET"),
+        .env_url = getenv("JOBQ_URL"),
+        .env_token_file = getenv("JOBQ_TOKEN_FILE"),
         .env_xdg_state = getenv("XDG_STATE_HOME"),
         .env_home = getenv("HOME"),
         .environ = environ,

@@ -124,6 +124,12 @@ opt_common(struct cli *c, struct req *r, int key, const char *arg)
     case OPT_SOCKET:
         c->socket_flag = arg;
         return 1;
+    case OPT_URL:
+        c->url_flag = arg;
+        return 1;
+    case OPT_TOKEN_FILE:
+        c->token_file_flag = arg;
+        return 1;
     case OPT_HELP:
         r->help = true;
         return 1;

@@ -2,7 +2,9 @@
  * rpc — the client side of the jobq protocol (docs/PROTOCOL.md): finding
  * the socket, connecting, sending JSON-RPC requests as NDJSON lines and
  * reading the replies, matched by id so several requests can be in flight
- * at once (pipelining). Knows nothing about verbs or printing.
+ * at once (pipelining). Or, for a remote jobqd (jobq --url), the same
+ * requests as HTTP POSTs to its /rpc, one exchange per request, with the
+ * same calls. Knows nothing about verbs or printing.
  */
 #ifndef JOBQ_CLIENT_RPC_H
 #define JOBQ_CLIENT_RPC_H
@@ -60,6 +62,41 @@ int rpc_connect(const char *path, struct rpc **out);
 /* NULL-safe; closes the connection and drops pending replies. */
 void rpc_free(struct rpc *r);
 
+/*
+ * The HTTP transport (docs/PROTOCOL.md, "HTTP transport"). url is
+ * http://HOST[:PORT][/PREFIX] (HOST a name, an IPv4 address or [IPv6];
+ * PORT 80 by default); requests go to PREFIX/rpc. No https: TLS ends at a
+ * proxy or tunnel. token (NULL: none) is sent as a bearer token; it is
+ * copied. Nothing is connected yet: rpc_send queues a request and
+ * rpc_recv makes its exchange on a connection of its own, so pipelined
+ * requests are made one after another. A held `wait` is cut into pieces
+ * of at most RPC_HTTP_HOLD_MAX_MS (and a `logs` wait_ms capped to it) so
+ * that proxies' idle timeouts do not end it. Returns owned *out
+ * (rpc_free); -EINVAL with why for a bad URL. Borrows url.
+ */
+int rpc_open_url(const char *url, const char *token, size_t token_len, struct rpc **out, char *why,
+                 size_t whylen);
+
+/* Longest a request is held server-side in one HTTP exchange: below the
+ * 60 s idle timeout of common proxies (nginx, cloud load balancers). */
+#define RPC_HTTP_HOLD_MAX_MS 50000
+
+/* Reads a bearer token file for rpc_open_url: its content without
+ * trailing white space, visible ASCII only. Returns owned *token (free
+ * after use; it is a secret) and its length; -errno from open or read,
+ * -EINVAL when it holds no token or characters a header cannot carry.
+ * Borrows path. */
+int rpc_token_read(const char *path, char **token, size_t *len);
+
+/*
+ * After an HTTP exchange failed: the status of a reply that was not
+ * 200 (401, 404, 502, ...) with its reason phrase in *reason, or 0 when no
+ * reply came; *detail says more about a transport failure ("cannot
+ * resolve HOST: ...", "connecting", "waiting for the reply"), or "".
+ * HTTP failures are -EPROTO from rpc_recv. Borrows r.
+ */
+int rpc_http_status(const struct rpc *r, const char **reason, const char **detail);
+
 /* Sends one request and sets *id to its id. Takes params (NULL: none).
  * -EMSGSIZE if the line would exceed JOBQ_REQUEST_MAX_BYTES; -EPIPE or
  * -ECONNRESET if the daemon hung up; -ENOMEM. */
@@ -71,7 +108,10 @@ int rpc_send(struct rpc *r, const char *method, cJSON *params, int64_t *id);
  * (cJSON_Delete); -EREMOTEIO with *err filled (rpc_error_clear) for an
  * error reply, including a connection-level error (id null) that ends the
  * connection; -ECONNRESET if the daemon closed first; -EMSGSIZE for a line
- * over RPC_REPLY_MAX_BYTES; -EBADMSG for a line that is not a reply.
+ * over RPC_REPLY_MAX_BYTES; -EBADMSG for a line that is not a reply. Over
+ * HTTP also: -EPROTO for an HTTP status other than 200 (rpc_http_status),
+ * -ENXIO when the host name does not resolve, -ETIMEDOUT, and connect's
+ * -errno (-ECONNREFUSED, -EHOSTUNREACH, ...).
  */
 int rpc_recv(struct rpc *r, int64_t id, cJSON **result, struct rpc_error *err);
 

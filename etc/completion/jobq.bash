@@ -1,8 +1,9 @@
 # bash completion for jobq(1): commands, their options, option values
 # (states, queues, files) and job ids from the daemon.
 #
-# Job ids and queue names come from `jobq list`, through the socket named
-# on the command line (--socket) or the client's own default. Each call is
+# Job ids and queue names come from `jobq list`, through the socket or URL
+# named on the command line (--socket, --url with --token-file) or the
+# client's own default. Each call is
 # bounded by a timeout, so a daemon that is down or stuck costs at most a
 # second of waiting and completes nothing.
 # Installed to share/bash-completion/completions/jobq.
@@ -50,13 +51,13 @@ _jobq()
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${COMP_WORDS[i]}
         case $w in
-        --socket)
-            sock=(--socket "${COMP_WORDS[i + 1]}")
+        --socket | --url | --token-file)
+            sock+=("$w" "${COMP_WORDS[i + 1]}")
             ((i++))
             continue
             ;;
-        --socket=*)
-            sock=("$w")
+        --socket=* | --url=* | --token-file=*)
+            sock+=("$w")
             continue
             ;;
         esac
@@ -85,7 +86,7 @@ _jobq()
     fi
 
     case $prev in
-    --socket | --batch)
+    --socket | --batch | --token-file)
         COMPREPLY=($(compgen -f -- "$cur"))
         [ "$prev" = --batch ] && COMPREPLY+=($(compgen -W "-" -- "$cur"))
         return 0
@@ -113,21 +114,21 @@ _jobq()
         return 0
         ;;
     --name | --priority | --attempts | --backoff | --timeout | --deadline | --delay | --at | \
-        --unique | --limit | --attempt | --older-than)
+        --unique | --limit | --attempt | --older-than | --url)
         return 0 # a value of the user's own
         ;;
     esac
 
     if [ -z "$verb" ]; then
         if [[ $cur == -* ]]; then
-            _jobq_add "--socket --json --help --version -h"
+            _jobq_add "--socket --url --token-file --json --help --version -h"
         else
             _jobq_add "$_jobq_commands"
         fi
         return 0
     fi
 
-    local opts="--json --socket --help"
+    local opts="--json --socket --url --token-file --help"
     case $verb in
     submit) opts="$opts --queue --name --priority --attempts --backoff --timeout --deadline --delay --at --unique --env --cwd --wait --batch" ;;
     list) opts="$opts --state --queue --limit" ;;
