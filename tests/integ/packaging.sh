@@ -15,7 +15,10 @@
 #   kubernetes  the YAML parses (tests/tools/yamlcheck); required fields,
 #               the restricted Pod Security Standard; the container's
 #               arguments run a real jobqd whose /livez and /readyz answer
-#               on the probes' port; grace vs shutdown-grace
+#               on the probes' port; grace vs shutdown-grace; the same for
+#               the PostgreSQL Deployment, plus its Secret (JOBQD_STORE,
+#               the token file's mount and mode), Service for /rpc and
+#               PodDisruptionBudget, and /rpc answering with the token
 #   man         mandoc -Tlint; every flag, verb, option, key and exit code
 #   completion  bash and zsh: commands, options and job ids from a daemon;
 #               nothing and no hang when the daemon is down
@@ -478,6 +481,182 @@ else
             fail "k8s: kubectl kustomize renders the manifests" "$(head -n 3 "$T/rendered.yaml")"
     else
         skip "k8s: kubectl kustomize" "kubectl is not installed (not in Debian)"
+    fi
+fi
+
+# ---- kubernetes: the PostgreSQL Deployment ---------------------------------
+# etc/kubernetes/postgres/: replicas sharing one database, /rpc behind a
+# Service, a PodDisruptionBudget, the store URL and the token from a
+# Secret. Checked as the StatefulSet is, then its container's arguments
+# run a real jobqd (on SQLite: no database here) whose probes and /rpc
+# answer with a token file mounted as the Secret's.
+
+KP=$K/postgres
+if [ ! -x "$YAMLCHECK" ]; then
+    skip "k8s postgres" "$YAMLCHECK is not built (make tools; needs libyaml-dev)"
+elif [ ! -d "$KP" ]; then
+    fail "k8s postgres: etc/kubernetes/postgres exists" "missing"
+else
+    out=$("$YAMLCHECK" "$KP"/*.yaml 2>&1)
+    expect "k8s postgres: every manifest parses, no repeated keys" "0:" "$?:$out"
+    y() { "$YAMLCHECK" -g "$1" "$2" 2>/dev/null; }
+    dep=$KP/deployment.yaml psvc=$KP/service.yaml pdb=$KP/pdb.yaml pcm=$KP/configmap.yaml
+    c=/spec/template/spec/containers/0
+    for f in configmap.yaml deployment.yaml service.yaml pdb.yaml; do
+        [ -n "$(y /apiVersion "$KP/$f")" ] && [ -n "$(y /kind "$KP/$f")" ] &&
+            [ -n "$(y /metadata/name "$KP/$f")" ] ||
+            fail "k8s postgres: $f has apiVersion, kind, name" "missing"
+        grep -qx -- "  - $f" "$KP/kustomization.yaml" ||
+            fail "k8s postgres: kustomization lists $f" "no"
+    done
+    expect "k8s postgres: kinds" "Deployment Service PodDisruptionBudget ConfigMap" \
+        "$(y /kind "$dep") $(y /kind "$psvc") $(y /kind "$pdb") $(y /kind "$pcm")"
+    expect "k8s postgres: kustomization tags the image with VERSION" "$VERSION" \
+        "$(y /images/0/newTag "$KP/kustomization.yaml")"
+    expect "k8s postgres: three replicas" 3 "$(y /spec/replicas "$dep")"
+    plabel=$(y /spec/template/metadata/labels/app.kubernetes.io~1name "$dep")
+    expect "k8s postgres: selector matches the pod's labels" "$plabel" \
+        "$(y /spec/selector/matchLabels/app.kubernetes.io~1name "$dep")"
+    expect "k8s postgres: the Service selects the pods" "$plabel" \
+        "$(y /spec/selector/app.kubernetes.io~1name "$psvc")"
+    expect "k8s postgres: the PodDisruptionBudget selects the pods" "$plabel" \
+        "$(y /spec/selector/matchLabels/app.kubernetes.io~1name "$pdb")"
+    [ "$plabel" != "$(y /spec/template/metadata/labels/app.kubernetes.io~1name "$K/statefulset.yaml")" ] &&
+        pass "k8s postgres: its pods are not the StatefulSet's Service's" ||
+        fail "k8s postgres: its pods are not the StatefulSet's Service's" "both select $plabel"
+    mu=$(y /spec/maxUnavailable "$pdb")
+    [ -n "$mu" ] && [ "$mu" -ge 1 ] && [ $(($(y /spec/replicas "$dep") - mu)) -ge 2 ] &&
+        pass "k8s postgres: disruptions leave at least two replicas (maxUnavailable $mu)" ||
+        fail "k8s postgres: disruptions leave at least two replicas" "maxUnavailable '$mu'"
+    mapfile -t pargs < <(y $c/args "$dep")
+    flags_exist "k8s postgres: container args are jobqd's flags" "${pargs[@]}"
+    pargval() {
+        local i
+        for ((i = 0; i < ${#pargs[@]}; i++)); do
+            [ "${pargs[i]}" = "$1" ] && echo "${pargs[i + 1]}"
+        done
+    }
+    pstate=$(pargval --state-dir) pconfig=$(pargval --config) phttp=$(pargval --http)
+    ptoken=$(pargval --http-token-file)
+    pport=${phttp##*:}
+    expect "k8s postgres: --http listens on every address" "0.0.0.0" "${phttp%:*}"
+    expect "k8s postgres: containerPort is the --http port" "$pport" "$(y $c/ports/0/containerPort "$dep")"
+    for probe in liveness:/livez readiness:/readyz startup:/livez; do
+        expect "k8s postgres: ${probe%%:*} probe: GET ${probe#*:} on the --http port" "${probe#*:} $pport" \
+            "$(y $c/${probe%%:*}Probe/httpGet/path "$dep") $(y $c/${probe%%:*}Probe/httpGet/port "$dep")"
+    done
+    expect "k8s postgres: the Service targets the --http port for /rpc" "$(y $c/ports/0/name "$dep") $pport" \
+        "$(y /spec/ports/0/targetPort "$psvc") $(y /spec/ports/0/port "$psvc")"
+    expect "k8s postgres: the pods' Prometheus annotation names the port" "$pport" \
+        "$(y /spec/template/metadata/annotations/prometheus.io~1port "$dep")"
+    # The Secret: the store URL as JOBQD_STORE, the token as a file.
+    store_env="" secret=""
+    for ((i = 0; i < $(y $c/env/# "$dep"); i++)); do
+        if [ "$(y $c/env/$i/name "$dep")" = JOBQD_STORE ]; then
+            store_env=$(y $c/env/$i/valueFrom/secretKeyRef/key "$dep")
+            secret=$(y $c/env/$i/valueFrom/secretKeyRef/name "$dep")
+        fi
+    done
+    expect "k8s postgres: JOBQD_STORE comes from the Secret's store key" store "$store_env"
+    grep -q 'store *=' "$pcm" && fail "k8s postgres: no store URL in the ConfigMap" "found" ||
+        pass "k8s postgres: no store URL in the ConfigMap"
+    pmounts=$(for ((i = 0; i < $(y $c/volumeMounts/# "$dep"); i++)); do
+        echo "$(y $c/volumeMounts/$i/name "$dep") $(y $c/volumeMounts/$i/mountPath "$dep")"
+    done)
+    tvol="" tmode="" tkey="" tpath="" pcmname="" svol=""
+    for ((i = 0; i < $(y /spec/template/spec/volumes/# "$dep"); i++)); do
+        v=/spec/template/spec/volumes/$i
+        if [ -n "$(y $v/secret/secretName "$dep")" ]; then
+            tvol=$(y $v/name "$dep") tmode=$(y $v/secret/defaultMode "$dep")
+            tkey=$(y $v/secret/items/0/key "$dep") tpath=$(y $v/secret/items/0/path "$dep")
+            [ "$(y $v/secret/secretName "$dep")" = "$secret" ] || secret="mismatch"
+        fi
+        [ -n "$(y $v/configMap/name "$dep")" ] && pcmname=$(y $v/configMap/name "$dep") &&
+            cvol=$(y $v/name "$dep")
+        [ "$(y $v/name "$dep")" = "$(awk -v p="$pstate" '$2 == p { print $1 }' <<<"$pmounts")" ] &&
+            "$YAMLCHECK" -g $v/emptyDir "$dep" >/dev/null 2>&1 && svol=1
+    done
+    [ "$secret" != mismatch ] && [ -n "$secret" ] &&
+        pass "k8s postgres: the token volume is the store's Secret ($secret)" ||
+        fail "k8s postgres: the token volume is the store's Secret" "'$secret'"
+    expect "k8s postgres: --http-token-file is the Secret's token key" \
+        "$(awk -v n="$tvol" '$1 == n { print $2 }' <<<"$pmounts")/$tpath token" "$ptoken $tkey"
+    [[ $tmode =~ ^0?[0-7]?[0-7][0-7]0$ ]] && (((8#${tmode#0} & 8#027) == 0)) &&
+        pass "k8s postgres: the token file's mode ($tmode) is nobody else's (jobqd refuses it else)" ||
+        fail "k8s postgres: the token file's mode is nobody else's" "defaultMode '$tmode'"
+    expect "k8s postgres: fsGroup lets the pod's group read the root-owned token" \
+        "$(y /spec/template/spec/securityContext/runAsGroup "$dep")" \
+        "$(y /spec/template/spec/securityContext/fsGroup "$dep")"
+    expect "k8s postgres: the ConfigMap volume is the ConfigMap" "$(y /metadata/name "$pcm")" "$pcmname"
+    [ -n "$(y "/data/$(basename "$pconfig")" "$pcm")" ] &&
+        [ "$(awk -v n="$cvol" '$1 == n { print $2 }' <<<"$pmounts")" = "$(dirname "$pconfig")" ] &&
+        pass "k8s postgres: --config is the ConfigMap's file" ||
+        fail "k8s postgres: --config is the ConfigMap's file" "$pconfig vs $pmounts"
+    [ -n "$svol" ] && pass "k8s postgres: --state-dir is a volume of the pod's own" ||
+        fail "k8s postgres: --state-dir is a volume of the pod's own" "$pstate: $pmounts"
+    y "/data/$(basename "$pconfig")" "$pcm" >"$T/k8s-pg-jobqd.conf"
+    g=$(conf_value "$T/k8s-pg-jobqd.conf" shutdown-grace)
+    kg=$(conf_value "$T/k8s-pg-jobqd.conf" kill-grace)
+    drain=$((($(to_ms "${g:-$(help_default shutdown-grace)}") + $(to_ms "${kg:-$(help_default kill-grace)}")) / 1000))
+    tgp=$(y /spec/template/spec/terminationGracePeriodSeconds "$dep")
+    [ -n "$tgp" ] && [ "$tgp" -gt "$drain" ] &&
+        pass "k8s postgres: terminationGracePeriodSeconds $tgp > drain ${drain}s" ||
+        fail "k8s postgres: terminationGracePeriodSeconds > shutdown-grace + kill-grace" "$tgp vs $drain"
+    # The restricted Pod Security Standard, as for the StatefulSet.
+    p=/spec/template/spec/securityContext s=$c/securityContext
+    expect "k8s postgres: pod runAsNonRoot" true "$(y $p/runAsNonRoot "$dep")"
+    expect "k8s postgres: pod seccomp RuntimeDefault" RuntimeDefault "$(y $p/seccompProfile/type "$dep")"
+    expect "k8s postgres: container runAsNonRoot" true "$(y $s/runAsNonRoot "$dep")"
+    expect "k8s postgres: allowPrivilegeEscalation false" false "$(y $s/allowPrivilegeEscalation "$dep")"
+    expect "k8s postgres: readOnlyRootFilesystem" true "$(y $s/readOnlyRootFilesystem "$dep")"
+    expect "k8s postgres: capabilities drop ALL, add none" "ALL:" \
+        "$(y $s/capabilities/drop "$dep"):$(y $s/capabilities/add "$dep")"
+    expect "k8s postgres: container seccomp RuntimeDefault" RuntimeDefault "$(y $s/seccompProfile/type "$dep")"
+    expect "k8s postgres: runAsUser is the image's USER" "${user%%:*}" "$(y $p/runAsUser "$dep")"
+    expect "k8s postgres: no service account token in the pods" false \
+        "$(y /spec/template/spec/automountServiceAccountToken "$dep")"
+    grep -qE 'hostPath|hostNetwork|hostPID|hostIPC|privileged' "$KP"/*.yaml &&
+        fail "k8s postgres: no host namespaces, hostPath or privileged" "found" ||
+        pass "k8s postgres: no host namespaces, hostPath or privileged"
+    [ -n "$(y $c/resources/limits/cpu "$dep")" ] && [ -n "$(y $c/resources/limits/memory "$dep")" ] &&
+        pass "k8s postgres: CPU and memory limits" || fail "k8s postgres: CPU and memory limits" "missing"
+
+    # The container's arguments, for real: paths into this test, the
+    # token file as the kubelet mounts it (root's, 0440), a free port.
+    mkdir -p "$T/pg-secret"
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$T/pg-secret/token"
+    chmod "$tmode" "$T/pg-secret/token"
+    run_pargs=()
+    for a in "${pargs[@]}"; do
+        case $a in
+        "$pstate") a=$T/pg-state ;;
+        "$pconfig") a=$T/k8s-pg-jobqd.conf ;;
+        "$ptoken") a=$T/pg-secret/token ;;
+        0.0.0.0:*) a=127.0.0.1:@PORT@ ;;
+        esac
+        run_pargs+=("$a")
+    done
+    up=""
+    for _ in 1 2 3 4 5; do
+        pgport=$((20000 + RANDOM % 40000))
+        if start_jobqd "$T/pg-state/jobq.sock" env -u JOBQD_STORE "$JOBQD" "${run_pargs[@]//@PORT@/$pgport}"; then
+            up=1
+            break
+        fi
+        grep -qi "in use" "$T/jobqd.log" || break
+    done
+    if [ -z "$up" ]; then
+        fail "k8s postgres: jobqd runs with the container's arguments" "$(log_tail)"
+    else
+        pass "k8s postgres: jobqd runs with the container's arguments (and the token file's mode)"
+        until_ok 5 "[ \"\$(http_get $pgport /readyz)\" = 200 ]"
+        expect "k8s postgres: readiness probe path answers 200" 200 "$(http_get $pgport /readyz)"
+        expect "k8s postgres: liveness probe path answers 200" 200 "$(http_get $pgport /livez)"
+        expect "k8s postgres: jobq reaches /rpc with the mounted token" pong \
+            "$("$JOBQ" --url "http://127.0.0.1:$pgport" --token-file "$T/pg-secret/token" ping 2>&1)"
+        "$JOBQ" --url "http://127.0.0.1:$pgport" ping >/dev/null 2>&1
+        expect "k8s postgres: and not without it" 77 $?
+        stop_daemon
     fi
 fi
 
