@@ -2,9 +2,10 @@
  * log — formats and writes every log line of jobq and jobqd. It owns the
  * log sink (level, format, the descriptor lines go to and the path behind
  * it), the one piece of global state that logging needs. A line is built
- * on the caller's stack, in text or JSON, and written with a single
- * write(2); the hot path reads the sink with relaxed atomic loads and takes
- * no lock. Only changing the file (open, reopen) takes the sink's mutex.
+ * in a per-thread scratch buffer, in text or JSON, and written with a
+ * single write(2); the hot path reads the sink with relaxed atomic loads
+ * and takes no lock. Only changing the file (open, reopen) takes the
+ * sink's mutex.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -661,12 +662,26 @@ sink_write(const char *p, size_t n)
     }
 }
 
+/*
+ * The line's two 4 KiB buffers, one pair per thread rather than on the
+ * caller's stack: every coroutine that logs would otherwise keep two more
+ * pages of its 64 KiB stack resident for the rest of its life (frames are
+ * probed page by page), which for thousands of running jobs is most of
+ * their memory. log_emit never parks and is never re-entered, so one pair
+ * serves every coroutine of a thread. Scratch, not state: nothing in them
+ * outlives a call.
+ */
+static _Thread_local struct {
+    char fields[JOBQ_LOG_LINE_MAX_BYTES];
+    char line[JOBQ_LOG_LINE_MAX_BYTES];
+} scratch;
+
 void
 log_emit(enum log_level level, const char *event, const char *fmt, ...)
 {
-    char fields[JOBQ_LOG_LINE_MAX_BYTES], line[JOBQ_LOG_LINE_MAX_BYTES], ts[32];
+    char *fields = scratch.fields, *line = scratch.line, ts[32];
     int64_t (*now)(void) = atomic_load_explicit(&sink.clock, memory_order_acquire);
-    struct lbuf b = {line, 0, sizeof(line) - LOG_TRAILER_BYTES, false};
+    struct lbuf b = {line, 0, JOBQ_LOG_LINE_MAX_BYTES - LOG_TRAILER_BYTES, false};
     size_t n, evlen;
     bool cut, truncated;
     int saved = errno, r;
@@ -675,13 +690,13 @@ log_emit(enum log_level level, const char *event, const char *fmt, ...)
     if (!log_enabled(level))
         return;
     va_start(ap, fmt);
-    r = vsnprintf(fields, sizeof(fields), fmt, ap);
+    r = vsnprintf(fields, JOBQ_LOG_LINE_MAX_BYTES, fmt, ap);
     va_end(ap);
     n = r < 0 ? 0 : (size_t)r;
     /* A format cut by vsnprintf ends in a partial field: drop it. */
-    cut = n >= sizeof(fields);
+    cut = n >= JOBQ_LOG_LINE_MAX_BYTES;
     if (cut)
-        n = sizeof(fields) - 1;
+        n = JOBQ_LOG_LINE_MAX_BYTES - 1;
     time_format_rfc3339(now ? now() : clock_realtime_ms(), ts, sizeof(ts));
     evlen = strnlen(event, LOG_EVENT_MAX_BYTES);
 
@@ -694,7 +709,7 @@ log_emit(enum log_level level, const char *event, const char *fmt, ...)
         json_put(&b, event, 0, evlen, false);
         lb_putc(&b, '"');
         truncated = json_fields(&b, fields, n, cut);
-        b.cap = sizeof(line);
+        b.cap = JOBQ_LOG_LINE_MAX_BYTES;
         if (truncated)
             lb_puts(&b, ",\"truncated\":true");
         lb_puts(&b, "}\n");
@@ -705,7 +720,7 @@ log_emit(enum log_level level, const char *event, const char *fmt, ...)
         lb_putc(&b, ' ');
         text_put(&b, event, evlen);
         truncated = text_fields(&b, fields, n, cut);
-        b.cap = sizeof(line);
+        b.cap = JOBQ_LOG_LINE_MAX_BYTES;
         if (truncated)
             lb_puts(&b, " truncated=true");
         lb_putc(&b, '\n');
