@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "exec_int.h"
@@ -123,6 +124,104 @@ out:
     if (rc < 0)
         ident_free(id);
     return rc;
+}
+
+/* ---- the identity cache ------------------------------------------------- */
+
+struct exec_idents {
+    pthread_mutex_t lock;
+    struct {
+        struct ident id; /* id.groups == NULL: the slot is free */
+        int64_t at;      /* CLOCK_MONOTONIC ms of the lookup */
+    } slot[JOBQ_EXEC_IDENT_CACHE];
+};
+
+int
+exec_idents_new(struct exec_idents **out)
+{
+    struct exec_idents *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&c->lock, NULL);
+    *out = c;
+    return 0;
+}
+
+void
+exec_idents_free(struct exec_idents *c)
+{
+    if (c == NULL)
+        return;
+    for (int i = 0; i < JOBQ_EXEC_IDENT_CACHE; i++)
+        ident_free(&c->slot[i].id);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Fills *dst with owned copies of src's parts. */
+static int
+ident_copy(struct ident *dst, const struct ident *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->uid = src->uid;
+    dst->gid = src->gid;
+    dst->ngroups = src->ngroups;
+    if ((dst->groups = malloc((size_t)src->ngroups * sizeof(gid_t))) == NULL ||
+        (src->home != NULL && (dst->home = strdup(src->home)) == NULL) ||
+        (src->user != NULL && (dst->user = strdup(src->user)) == NULL)) {
+        ident_free(dst);
+        memset(dst, 0, sizeof(*dst));
+        return -ENOMEM;
+    }
+    memcpy(dst->groups, src->groups, (size_t)src->ngroups * sizeof(gid_t));
+    return 0;
+}
+
+/* ident_lookup through the cache (c may be NULL). The lookup itself runs
+ * outside the lock: NSS may take a network round trip. */
+static int
+ident_get(struct exec_idents *c, uid_t uid, gid_t gid, struct ident *id)
+{
+    int64_t now = mono_ms();
+    int rc, oldest = 0;
+
+    if (c == NULL)
+        return ident_lookup(uid, gid, id);
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < JOBQ_EXEC_IDENT_CACHE; i++) {
+        if (c->slot[i].id.groups != NULL && c->slot[i].id.uid == uid && c->slot[i].id.gid == gid &&
+            now - c->slot[i].at < JOBQ_EXEC_IDENT_TTL_MS) {
+            rc = ident_copy(id, &c->slot[i].id);
+            pthread_mutex_unlock(&c->lock);
+            return rc;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if ((rc = ident_lookup(uid, gid, id)) < 0)
+        return rc;
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < JOBQ_EXEC_IDENT_CACHE; i++) {
+        if (c->slot[i].id.groups == NULL ||
+            (c->slot[i].id.uid == uid && c->slot[i].id.gid == gid)) {
+            oldest = i;
+            break;
+        }
+        if (c->slot[i].at < c->slot[oldest].at)
+            oldest = i;
+    }
+    ident_free(&c->slot[oldest].id);
+    if (ident_copy(&c->slot[oldest].id, id) == 0)
+        c->slot[oldest].at = now;
+    pthread_mutex_unlock(&c->lock);
+    return 0;
 }
 
 /* ---- environment ------------------------------------------------------- */
@@ -590,7 +689,7 @@ exec_spawn(void *arg)
     sp->code = 0;
     sp->error[0] = '\0';
     if (sp->o->as_submitter) {
-        if ((rc = ident_lookup(job->spec.uid, job->spec.gid, &id)) < 0)
+        if ((rc = ident_get(sp->o->idents, job->spec.uid, job->spec.gid, &id)) < 0)
             goto out;
         have_id = true;
     }

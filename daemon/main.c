@@ -620,6 +620,10 @@ main(int argc, char **argv)
     d.exec.kill_grace_ms = d.cfg->kill_grace_ms;
     d.exec.instance = d.db_path;
     d.exec.as_submitter = d.uid == 0;
+    if (d.exec.as_submitter && (rc = exec_idents_new(&d.exec.idents)) < 0) {
+        fprintf(stderr, "jobqd: out of memory\n");
+        goto out;
+    }
     if ((rc = exec_children_new(&d.exec.children)) < 0) {
         fprintf(stderr, "jobqd: cannot become the reaper of jobs' orphans: %s\n", strerror(-rc));
         goto out;
@@ -724,6 +728,7 @@ out:
     events_free(d.events);
     store_free(d.store);
     exec_children_free(d.exec.children);
+    exec_idents_free(d.exec.idents);
     notify_free(d.notify);
     if (r.sigfd >= 0)
         close(r.sigfd);

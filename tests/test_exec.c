@@ -996,6 +996,39 @@ test_as_submitter_runs_as_nobody_with_groups(void **state)
     assert_int_equal(st.st_mode & 0007, 0);
 }
 
+/* A root daemon reuses a looked-up identity for later jobs of the same
+ * submitter: the second job must run exactly as the first. */
+static void
+test_identity_cache_gives_the_same_identity(void **state)
+{
+    struct fx *fx = *state;
+    char *argv[] = {"sh", "-c", "id -u; id -g; id -G; echo \"$HOME $USER\"", NULL};
+    char first[512], second[512];
+    struct exec_idents *idents;
+    struct run r;
+
+    if (geteuid() != 0 || getpwuid(65534) == NULL) {
+        print_message("SKIP: needs root and a passwd entry for uid 65534\n");
+        skip();
+    }
+    assert_int_equal(exec_idents_new(&idents), 0);
+    fx->o.as_submitter = true;
+    fx->o.idents = idents;
+    for (int i = 0; i < 2; i++) {
+        job_init(&r, fx, 60 + i, argv);
+        r.job.spec.uid = 65534;
+        r.job.spec.gid = 65534;
+        r.job.spec.cwd = "/";
+        run(&r);
+        assert_int_equal(r.res.outcome, OUTCOME_SUCCEEDED);
+        read_log(fx, 60 + i, 1, i == 0 ? first : second, sizeof(first));
+    }
+    assert_string_equal(second, first);
+    assert_non_null(strstr(first, "65534\n65534\n"));
+    fx->o.idents = NULL;
+    exec_idents_free(idents);
+}
+
 static void
 test_as_submitter_cannot_read_other_logs(void **state)
 {
@@ -1325,6 +1358,7 @@ main(void)
         T(test_marked_escapee_is_killed),
         T(test_unmarked_escapee_holding_pipe_does_not_hang),
         T(test_as_submitter_runs_as_nobody_with_groups),
+        T(test_identity_cache_gives_the_same_identity),
         T(test_as_submitter_cannot_read_other_logs),
         T(test_leftovers_marked_group_killed),
         T(test_leftovers_marked_process_outside_group_killed),

@@ -32,6 +32,7 @@
 
 struct ctx;
 struct store_running;
+struct exec_idents;
 struct exec_children;
 
 struct exec_opts {
@@ -58,6 +59,9 @@ struct exec_opts {
      * NULL: the daemon adopts no orphans, and every child of ours is taken
      * for a job's leader. */
     struct exec_children *children;
+    /* Cache of submitters' identities (exec_idents_new); NULL: look each
+     * one up for every job. */
+    struct exec_idents *idents;
 };
 
 struct exec_result {
@@ -147,6 +151,13 @@ int exec_kill_leftovers(const struct exec_opts *o, const struct store_running *r
 int exec_children_new(struct exec_children **out);
 /* NULL-safe. No exec_run may be running. */
 void exec_children_free(struct exec_children *c);
+
+/* Submitters' identities (passwd entry, supplementary groups) kept for
+ * JOBQ_EXEC_IDENT_TTL_MS, so a root daemon does not ask NSS for every job.
+ * Safe from any thread. Returns owned *out (exec_idents_free). */
+int exec_idents_new(struct exec_idents **out);
+/* NULL-safe. No exec_run may be running. */
+void exec_idents_free(struct exec_idents *c);
 /*
  * Reaps every exited child that is not a registered leader. exec_run
  * calls it when its job left processes behind; call it also when SIGCHLD

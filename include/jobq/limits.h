@@ -146,6 +146,13 @@
  * dead NFS server, can take long), and how often it looks. */
 #define JOBQ_EXEC_LEFTOVER_WAIT_MS 10000
 #define JOBQ_EXEC_LEFTOVER_POLL_MS 5
+/* How long a submitter's looked-up identity (passwd entry, groups) is
+ * reused by a root daemon: an NSS lookup costs ~20 us per job with files
+ * and a network round trip with LDAP; a group change takes effect for new
+ * jobs within this time, as with nscd. */
+#define JOBQ_EXEC_IDENT_TTL_MS 30000
+/* Identities cached at once; the oldest is replaced. */
+#define JOBQ_EXEC_IDENT_CACHE 64
 /* At start-up, how long jobqd waits for the state directory's lock when
  * the jobqd that holds it is gone (the kernel releasing a killed daemon's
  * last reference: up to 15 s seen under load), and how often it tries. A
