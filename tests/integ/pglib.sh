@@ -88,7 +88,7 @@ pg_stop() {
 }
 
 # psql_c SQL: one statement's result, unaligned.
-psql_c() { $PSQL -c "$1"; }
+psql_c() { PGOPTIONS="-c client_min_messages=warning" $PSQL -c "$1"; }
 
 # The cluster goes before lib.sh's cleanup removes its directory.
 trap 'pg_stop; cleanup' EXIT
