@@ -76,7 +76,7 @@ LIBRUNTIME := $(BUILD)/libjobqrt.a
 LIBCOMMON := $(BUILD)/libjobqcommon.a
 LIBDAEMON := $(BUILD)/libjobqd.a
 
-.PHONY: all deps run test check asan tsan fuzz fuzzers bench bench-runtime bench-store bench-e2e bench-peers \
+.PHONY: all deps run test check asan tsan fuzz fuzzers bench bench-runtime bench-store bench-e2e bench-peers bench-postgres \
 	install clean format format-check test-aarch64 help tools tests benches
 
 BINS := $(if $(wildcard daemon/main.c),$(BUILD)/jobqd) $(if $(CLIENT_SRC),$(BUILD)/jobq)
@@ -90,7 +90,7 @@ help:
 	@echo "make asan|tsan  the whole suite under AddressSanitizer+UBSan / ThreadSanitizer"
 	@echo "make chaos      the suite with the long fault runs (JOBQ_CHAOS=1, docs/RELIABILITY.md)"
 	@echo "make fuzz       each libFuzzer target for FUZZ_SECONDS (default 600)"
-	@echo "make bench      every benchmark (bench-runtime, bench-store, bench-e2e, bench-peers)"
+	@echo "make bench      every benchmark (bench-runtime, bench-store, bench-e2e, bench-peers, bench-postgres)"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=..."
 	@echo "make format     clang-format every C file"
 
@@ -234,9 +234,9 @@ test-aarch64:
 	qemu-aarch64-static -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib \
 		build/aarch64/tests/test_runtime
 
-bench: bench-runtime bench-store bench-e2e bench-peers
+bench: bench-runtime bench-store bench-e2e bench-peers bench-postgres
 
-bench-runtime bench-store bench-e2e bench-peers: deps
+bench-runtime bench-store bench-e2e bench-peers bench-postgres: deps
 	@$(MAKE) --no-print-directory BUILD=build/bench OPT=-O2 all tools benches
 	@bench/run.sh $(@:bench-%=%) build/bench
 

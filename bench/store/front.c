@@ -4,7 +4,8 @@
  * concurrent submits, the latency of one submitter, batch submits, and
  * claim+complete cycles. bench/store/raw.c measures the references.
  *
- * usage: front DIR [submit]
+ * usage: front DIR [submit | cycle]   (cycle: claim+complete alone, the
+ * reference of bench/postgres.sh)
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -30,6 +31,7 @@ struct bench {
     atomic_int errors;
     atomic_long left; /* claim+complete: jobs still to finish */
     bool only_submit; /* `front DIR submit`: the first figure alone (profiling) */
+    bool only_cycle;  /* `front DIR cycle`: claim+complete alone */
 };
 
 static struct store *
@@ -202,6 +204,11 @@ bench_main(void *arg)
 {
     struct bench *b = arg;
 
+    if (b->only_cycle) {
+        bench_claim_complete(b);
+        store_free(b->st);
+        return;
+    }
     bench_submit_rate(b);
     if (b->only_submit) {
         store_free(b->st);
@@ -224,11 +231,12 @@ main(int argc, char **argv)
     int rc;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: front DIR [submit]\n");
+        fprintf(stderr, "usage: front DIR [submit | cycle]\n");
         return 64;
     }
     b.dir = argv[1];
     b.only_submit = argc > 2 && strcmp(argv[2], "submit") == 0;
+    b.only_cycle = argc > 2 && strcmp(argv[2], "cycle") == 0;
     if ((rc = wg_new(&b.wg)) < 0 || (rc = rt_new(&ro, &rt)) < 0)
         bench_die("runtime", rc, NULL);
     if ((rc = rt_run(rt, "bench", bench_main, &b)) < 0)
