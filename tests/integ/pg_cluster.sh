@@ -154,7 +154,7 @@ for round in $(seq 1 "$KILL_ROUNDS"); do
     # Long enough that what the dead node left would still be running
     # when the others take over: it must be killed, not run twice.
     for i in $(seq 1 20); do
-        printf '{"queue":"k","command":["sh","-c","sleep 6; exec 9>>%s/kran; flock 9; echo $JOBQ_JOB_ID >&9"]}\n' "$T"
+        printf '{"queue":"k%s","command":["sh","-c","sleep 6; exec 9>>%s/kran; flock 9; echo $JOBQ_JOB_ID >&9"]}\n' "$round" "$T"
     done >k.ndjson
     jqn 1 submit --batch - <k.ndjson | sort -n >k.ids
     until_ok 20 "[ \"\$(jqn 1 stats --json | $JGET .running)\" = 20 ]" ||
@@ -162,7 +162,7 @@ for round in $(seq 1 "$KILL_ROUNDS"); do
     node_stop 1 9
     killed_at=$(date +%s%N)
     node_start 2 --concurrency 16 --queue lim=3 && node_start 3 --concurrency 16 --queue lim=3
-    if until_ok 60 "[ \$(wc -l <kran) -ge 20 ] && [ \"\$(jqn 2 list --queue k --state succeeded --json | $JGET .#)\" = 20 ]"; then
+    if until_ok 60 "[ \$(wc -l <kran) -ge 20 ] && [ \"\$(jqn 2 list --queue k$round --state succeeded --json | $JGET .#)\" = 20 ]"; then
         took=$((($(date +%s%N) - killed_at) / 1000000))
         pass "round $round: kill -9 of a node running 20 jobs: they finish on the others (${took}ms)"
     else
