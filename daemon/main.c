@@ -723,10 +723,13 @@ out:
     server_free(d.server);
     if (d.rt != NULL && rt_free(d.rt) != 0 && status == 0)
         log_error("jobqd.leak", "coroutines left at exit");
+    /* Before what its callbacks reach: the store's node thread
+     * (PostgreSQL) reports other nodes' doings at any moment. */
+    atomic_store(&r.events_on, false);
+    store_free(d.store);
     dispatch_free(d.dispatch);
     metrics_free(d.metrics);
     events_free(d.events);
-    store_free(d.store);
     exec_children_free(d.exec.children);
     exec_idents_free(d.exec.idents);
     notify_free(d.notify);
