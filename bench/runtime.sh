@@ -11,6 +11,9 @@
 #   RESULT raw.spin_handoff_ns <value> ns  the cross-CPU hand-off floor
 #   RESULT raw.lock_handoff_ns <value> ns  the floor of a channel with a
 #                                          lock: no scheduler, two lines
+#   RESULT raw.stall_max_ms <value> ms     the longest the machine stopped
+#                                          running a busy thread (no timer
+#                                          can be less late than that)
 # Lines starting with '#' are context: thread counts, the goal of each key
 # and whether this run met it.
 #
@@ -25,7 +28,7 @@ rtbench=$build/bench/runtime/rtbench
 gobench=$build/bench/runtime/gobench
 runs=${RUNS:-5}             # quick figures
 heavy_runs=${HEAVY_RUNS:-3} # a million coroutines, or 3 s of idling, per run
-quiet_wait=${QUIET_WAIT:-15} # most seconds to wait for a quiet CPU per figure
+quiet_wait=${QUIET_WAIT:-5}  # most seconds to wait for a quiet CPU per figure
 
 if [ ! -x "$rtbench" ]; then
     echo "runtime.sh: $rtbench missing (make BUILD=$build benches)" >&2
@@ -143,6 +146,7 @@ echo "# $(go version)"
 settle spin
 repeat raw "$runs" "$rtbench" spin
 repeat raw "$runs" "$rtbench" lockspin
+repeat raw 1 "$rtbench" stall
 interleave switch "$runs" 1
 interleave chan "$runs" 1
 interleave chan_mt "$runs" 2
@@ -171,6 +175,7 @@ timers_late_max_ms idle_wakeups_per_s"
 spin=${val[raw.spin_handoff_ns]}
 echo "RESULT raw.spin_handoff_ns $spin ns"
 echo "RESULT raw.lock_handoff_ns ${val[raw.lock_handoff_ns]} ns"
+echo "RESULT raw.stall_max_ms ${val[raw.stall_max_ms]} ms"
 for k in $keys; do
     echo "RESULT $k ${val[jobq.$k]} $(unit "$k")"
     echo "RESULT go.$k ${val[go.$k]} $(unit "$k")"
@@ -199,4 +204,5 @@ goal "parked_bytes ratio <= 0.9, all stacks guarded" \
     "$(both "$(le "$(r parked_bytes)" 0.9)" "$(le "${val[jobq.stacks_canary_only]}" 0)")"
 goal "timers_1m_ms ratio <= 0.6" "$(le "$(r timers_1m_ms)" 0.6)"
 goal "timers_late_max_ms <= 50" "$(le "${val[jobq.timers_late_max_ms]}" 50)"
+echo "#   (the machine itself stopped a busy thread for up to ${val[raw.stall_max_ms]} ms)"
 goal "idle_wakeups_per_s == 0" "$(le "${val[jobq.idle_wakeups_per_s]}" 0)"

@@ -21,6 +21,10 @@
  *                threads, each hand-off taking the channel's lock (a line
  *                the other side wrote last) and filling the receiver's slot
  *                (another line), no scheduler at all
+ *   stall        the longest this machine stopped running a thread that
+ *                never blocks, one per CPU, over 2.5 s: no timer can be
+ *                less late than that (this VM's host pauses both vCPUs
+ *                for ~50 ms once a second when they are busy)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -583,6 +587,37 @@ bench_lockspin(void)
     pthread_join(th, NULL);
 }
 
+/* ---- machine stalls ------------------------------------------------------ */
+
+static int64_t stall_worst[2]; /* per CPU */
+
+static void *
+stall_watch(void *p)
+{
+    int64_t *worst = p, start, last;
+    pin_self((int)(worst - stall_worst));
+    start = last = rt_now_ns();
+    while (last - start < 2500LL * 1000 * 1000) {
+        int64_t now = rt_now_ns();
+        if (now - last > *worst)
+            *worst = now - last;
+        last = now;
+    }
+    return NULL;
+}
+
+static void
+bench_stall(void)
+{
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, stall_watch, &stall_worst[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    printf("stall_max_ms %.1f\n",
+           (double)(stall_worst[0] > stall_worst[1] ? stall_worst[0] : stall_worst[1]) / 1e6);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -607,9 +642,11 @@ main(int argc, char **argv)
         bench_spin();
     else if (strcmp(what, "lockspin") == 0)
         bench_lockspin();
+    else if (strcmp(what, "stall") == 0)
+        bench_stall();
     else {
         fprintf(stderr, "usage: rtbench "
-                        "switch|chan|chan_mt|spawn_join|parked|timers|idle|spin|lockspin\n");
+                        "switch|chan|chan_mt|spawn_join|parked|timers|idle|spin|lockspin|stall\n");
         return 2;
     }
     return 0;

@@ -404,6 +404,8 @@ timer_cancel(struct sched *s, struct timer *t)
 static void
 timers_run(struct sched *s, int64_t now)
 {
+    struct coro *queued = s->rq_tail; /* the last one queued before */
+
     while (s->nheap > 0 && s->heap[0].when <= now) {
         struct timer_rec *rec = heap_pop(s);
         struct timer *t = rec->t;
@@ -416,6 +418,16 @@ timers_run(struct sched *s, int64_t now)
         rec_put(s, rec);
     }
     heap_trim(s);
+    /* The coroutines whose time came run before those already queued, in
+     * the order they fell due: a burst of spawns or hand-offs on this
+     * thread would otherwise make every timer late by its whole length. */
+    if (queued != NULL && queued != s->rq_tail) {
+        struct coro *first = queued->next;
+        s->rq_tail->next = s->rq_head;
+        s->rq_head = first;
+        queued->next = NULL;
+        s->rq_tail = queued;
+    }
 }
 
 /* ---- switching -------------------------------------------------------- */
@@ -507,8 +519,7 @@ static bool
 poll_due(struct sched *s)
 {
     int64_t now = rt_now_ns();
-    bool due =
-        now - s->polled >= JOBQ_SCHED_POLL_NS || (s->nheap > 0 && s->heap[0].when <= now);
+    bool due = now - s->polled >= JOBQ_SCHED_POLL_NS || (s->nheap > 0 && s->heap[0].when <= now);
     /* If due, the next pass of the loop must read the clock and poll. */
     s->poll_countdown = due ? 1 : JOBQ_SCHED_POLL_EVERY;
     return due;
