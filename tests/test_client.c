@@ -1,7 +1,8 @@
 /*
  * The jobq client without a daemon: command lines into requests, the
  * socket default chain, reply parsing and pipelining over a real socket,
- * tables and shortening, error messages and exit codes.
+ * the HTTP transport against a child playing the server, tables and
+ * shortening, error messages and exit codes.
  *
  * The client's objects are in no library the test rule links, so its
  * sources (all but main.c) are compiled into this test; their static
@@ -666,6 +667,322 @@ test_rpc_hangup_and_oversized_reply(void **state)
     assert_int_equal(rpc_connect("/nonexistent/jobq.sock", &r), -ENOENT);
 }
 
+/* ---- the HTTP transport ------------------------------------------------ */
+
+static void
+test_http_url_forms(void **state)
+{
+    struct rpc *r = NULL;
+    char why[256];
+
+    assert_int_equal(rpc_open_url("http://jobq.example:9090", "tok", 3, &r, why, sizeof(why)), 0);
+    assert_string_equal(r->http->host, "jobq.example");
+    assert_string_equal(r->http->port, "9090");
+    assert_string_equal(r->http->authority, "jobq.example:9090");
+    assert_string_equal(r->http->path, "/rpc");
+    assert_string_equal(r->http->token, "tok");
+    rpc_free(r);
+    assert_int_equal(rpc_open_url("HTTP://[::1]/jobq/", NULL, 0, &r, why, sizeof(why)), 0);
+    assert_string_equal(r->http->host, "::1");
+    assert_string_equal(r->http->port, "80");
+    assert_string_equal(r->http->authority, "[::1]");
+    assert_string_equal(r->http->path, "/jobq/rpc");
+    assert_null(r->http->token);
+    rpc_free(r);
+    /* A URL that already names the endpoint is taken as it is. */
+    assert_int_equal(rpc_open_url("http://10.0.0.1:80/rpc", NULL, 0, &r, why, sizeof(why)), 0);
+    assert_string_equal(r->http->path, "/rpc");
+    rpc_free(r);
+    r = NULL;
+    const char *bad[][2] = {
+        {"https://jobq.example", "https is not spoken by jobq itself"},
+        {"jobq.example:9090", "expected http://HOST:PORT"},
+        {"http://ann:pw@jobq.example", "the token goes in --token-file"},
+        {"http://jobq.example/?x=1", "no query or fragment"},
+        {"http://jobq.example:0", "the port must be a number from 1 to 65535"},
+        {"http://jobq.example:99999", "the port must be a number from 1 to 65535"},
+        {"http://jobq.example:", "expected :PORT after the host"},
+        {"http://:9090", "no host"},
+        {"http://[::1:9090", "unclosed '['"},
+        {"http://h/a b", "must be percent-encoded"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why[0] = '\0';
+        assert_int_equal(rpc_open_url(bad[i][0], NULL, 0, &r, why, sizeof(why)), -EINVAL);
+        assert_non_null(strstr(why, bad[i][1]));
+        assert_null(r);
+    }
+}
+
+static void
+test_http_token_file(void **state)
+{
+    char path[] = "/tmp/jobq-token-XXXXXX", *tok;
+    size_t len;
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    write_str(fd, "s3cret-token \r\n\n");
+    assert_int_equal(rpc_token_read(path, &tok, &len), 0);
+    assert_string_equal(tok, "s3cret-token");
+    assert_int_equal(len, 12);
+    free(tok);
+    assert_int_equal(ftruncate(fd, 0), 0);
+    assert_int_equal(rpc_token_read(path, &tok, &len), -EINVAL); /* empty */
+    assert_int_equal(pwrite(fd, "two\nlines\n", 10, 0), 10);
+    assert_int_equal(rpc_token_read(path, &tok, &len), -EINVAL); /* no header holds it */
+    close(fd);
+    unlink(path);
+    assert_int_equal(rpc_token_read(path, &tok, &len), -ENOENT);
+}
+
+/* A TCP server on 127.0.0.1 played by a child: it answers each of the
+ * next connections with the next of replies (raw HTTP, written in two
+ * parts to split headers and body), after reading the whole request, and
+ * appends each request to the file record. */
+static pid_t
+http_server(int *port, const char *record, const char *const *replies, int n)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t salen = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    pid_t pid;
+
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 8), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &salen), 0);
+    *port = ntohs(sa.sin_port);
+    if ((pid = fork()) != 0) {
+        close(lfd);
+        return pid;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    alarm(10); /* a failed test leaves it waiting */
+    for (int i = 0; i < n; i++) {
+        static char req[1 << 20];
+        size_t got = 0, need = 0;
+        int fd = accept(lfd, NULL, NULL), out;
+        char *end = NULL;
+
+        while ((end == NULL || got < need) && got < sizeof(req) - 1) {
+            ssize_t k = read(fd, req + got, sizeof(req) - 1 - got);
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+            req[got] = '\0';
+            if (end == NULL && (end = strstr(req, "\r\n\r\n")) != NULL) {
+                const char *cl = strstr(req, "Content-Length: ");
+                need = (size_t)(end + 4 - req) + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+            }
+        }
+        if ((out = open(record, O_WRONLY | O_APPEND | O_CREAT, 0600)) >= 0) {
+            (void)!write(out, req, got);
+            (void)!write(out, "\n--\n", 4);
+            close(out);
+        }
+        const char *split = strstr(replies[i], "\r\n\r\n");
+        size_t head = split ? (size_t)(split + 4 - replies[i]) : strlen(replies[i]);
+        (void)!write(fd, replies[i], head);
+        usleep(10000);
+        (void)!write(fd, replies[i] + head, strlen(replies[i]) - head);
+        close(fd);
+    }
+    _exit(0);
+}
+
+static char *
+slurp(const char *path)
+{
+    static char buf[1 << 16];
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+    buf[n > 0 ? n : 0] = '\0';
+    if (fd >= 0)
+        close(fd);
+    return buf;
+}
+
+static void
+test_http_exchanges(void **state)
+{
+    static const char *const replies[] = {
+        /* 100 Continue first, then a chunked reply with an extension and
+         * a trailer. */
+        "HTTP/1.1 100 Continue\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "11;x=y\r\n{\"jsonrpc\":\"2.0\",\r\n1B\r\n\"id\":1,\"result\":\"chunked\"}\n\r\n"
+        "0\r\nX-Trailer: 1\r\n\r\n",
+        /* No length: the body ends with the connection. */
+        "HTTP/1.1 200 OK\r\nConnection: "
+        "close\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":\"eof\"}",
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nno\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n{",
+        "SMTP ready\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: "
+        "41\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":\"pong\"}\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 86\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":7,"
+        "\"error\":{\"code\":-32001,\"message\":\"no job 4\",\"data\":{\"id\":4}}}\n",
+    };
+    char record[] = "/tmp/jobq-http-XXXXXX", url[64], why[256];
+    const char *reason, *detail;
+    struct rpc *r = NULL;
+    struct rpc_error e;
+    cJSON *res;
+    int port, fd = mkstemp(record);
+    pid_t pid;
+
+    close(fd);
+    pid = http_server(&port, record, replies, 7);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/pre", port);
+    assert_int_equal(rpc_open_url(url, "tok", 3, &r, why, sizeof(why)), 0);
+    assert_int_equal(rpc_call(r, "ping", NULL, &res, &e), 0);
+    assert_string_equal(res->valuestring, "chunked");
+    cJSON_Delete(res);
+    assert_non_null(strstr(slurp(record), "POST /pre/rpc HTTP/1.1\r\n"));
+    assert_non_null(strstr(slurp(record), "\r\nAuthorization: Bearer tok\r\n"));
+    assert_non_null(strstr(slurp(record), "\r\nHost: 127.0.0.1:"));
+    assert_non_null(strstr(slurp(record), "\r\nContent-Length: 40\r\n"));
+    assert_non_null(
+        strstr(slurp(record), "\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n--\n"));
+    assert_int_equal(rpc_call(r, "ping", NULL, &res, &e), 0);
+    assert_string_equal(res->valuestring, "eof");
+    cJSON_Delete(res);
+    assert_int_equal(rpc_call(r, "ping", NULL, &res, &e), -EPROTO);
+    assert_int_equal(rpc_http_status(r, &reason, &detail), 401);
+    assert_string_equal(reason, "Unauthorized");
+    assert_int_equal(rpc_call(r, "ping", NULL, &res, &e), -EMSGSIZE);
+    assert_int_equal(rpc_call(r, "ping", NULL, &res, &e), -EBADMSG);
+    /* A reply to another id is not this request's. */
+    assert_int_equal(rpc_call(r, "ping", NULL, &res, &e), -EBADMSG);
+    /* An error reply comes back as over the socket. */
+    assert_int_equal(rpc_send(r, "get", NULL, &(int64_t){0}), 0);
+    assert_int_equal(rpc_recv(r, 7, &res, &e), -EREMOTEIO);
+    assert_int_equal(e.code, -32001);
+    rpc_error_clear(&e);
+    rpc_free(r);
+    waitpid(pid, NULL, 0);
+    unlink(record);
+
+    /* Nothing listens there any more. */
+    assert_int_equal(rpc_open_url(url, NULL, 0, &r, why, sizeof(why)), 0);
+    assert_int_equal(rpc_call(r, "ping", NULL, &res, &e), -ECONNREFUSED);
+    rpc_free(r);
+}
+
+static void
+test_http_wait_goes_in_pieces(void **state)
+{
+    static const char *const replies[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 62\r\n\r\n"
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"jobs\":[],\"timed_out\":true}}",
+        "HTTP/1.1 200 OK\r\nContent-Length: 62\r\n\r\n"
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"jobs\":[],\"timed_out\":true}}",
+        "HTTP/1.1 200 OK\r\nContent-Length: 63\r\n\r\n"
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"jobs\":[],\"timed_out\":false}}",
+        "HTTP/1.1 200 OK\r\nContent-Length: 62\r\n\r\n"
+        "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"jobs\":[],\"timed_out\":true}}",
+        "HTTP/1.1 200 OK\r\nContent-Length: 87\r\n\r\n"
+        "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"id\":5,\"data\":\"\",\"eof\":true,\"done\":"
+        "false,"
+        "\"offset\":0}}",
+    };
+    char record[] = "/tmp/jobq-http-XXXXXX", url[64], why[256], *rec, *p;
+    struct rpc *r = NULL;
+    struct rpc_error e;
+    cJSON *res, *params;
+    int port, fd = mkstemp(record), n = 0;
+    pid_t pid;
+
+    close(fd);
+    pid = http_server(&port, record, replies, 5);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    assert_int_equal(rpc_open_url(url, NULL, 0, &r, why, sizeof(why)), 0);
+    /* No timeout: pieces of RPC_HTTP_HOLD_MAX_MS until one is not timed out. */
+    params = cJSON_Parse("{\"ids\":[5]}");
+    assert_int_equal(rpc_call(r, "wait", params, &res, &e), 0);
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(res, "timed_out")));
+    cJSON_Delete(res);
+    rec = slurp(record);
+    for (p = rec; (p = strstr(p, "\"timeout_ms\":50000}")) != NULL; p++)
+        n++;
+    assert_int_equal(n, 3);
+    /* Its own timeout spent: the timed-out piece is the answer. */
+    params = cJSON_Parse("{\"ids\":[5],\"timeout_ms\":0}");
+    assert_int_equal(rpc_call(r, "wait", params, &res, &e), 0);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(res, "timed_out")));
+    cJSON_Delete(res);
+    /* A longer logs hold is capped: the method may always return early. */
+    params = cJSON_Parse("{\"id\":5,\"wait_ms\":600000}");
+    assert_int_equal(rpc_call(r, "logs", params, &res, &e), 0);
+    cJSON_Delete(res);
+    assert_non_null(strstr(slurp(record), "\"wait_ms\":50000}"));
+    rpc_free(r);
+    waitpid(pid, NULL, 0);
+    unlink(record);
+}
+
+static void
+test_http_failures_exit_as_documented(void **state)
+{
+    char buf[512];
+    const char *u = "http://jobq.example:9090";
+
+    assert_int_equal(errmsg_http(-EPROTO, u, 401, "Unauthorized", "", buf, sizeof(buf)), 77);
+    assert_non_null(strstr(buf, "bad or missing token: see --token-file"));
+    assert_int_equal(errmsg_http(-EPROTO, u, 403, "Forbidden", "", buf, sizeof(buf)), 77);
+    assert_int_equal(errmsg_http(-EPROTO, u, 404, "Not Found", "", buf, sizeof(buf)), 69);
+    assert_non_null(strstr(buf, "--http-token-file"));
+    assert_int_equal(errmsg_http(-EPROTO, u, 413, "", "", buf, sizeof(buf)), 65);
+    assert_int_equal(errmsg_http(-EPROTO, u, 502, "Bad Gateway", "", buf, sizeof(buf)), 69);
+    assert_int_equal(errmsg_http(-EPROTO, u, 503, "", "", buf, sizeof(buf)), 75);
+    assert_int_equal(errmsg_http(-EPROTO, u, 418, "I'm a teapot", "", buf, sizeof(buf)), 70);
+    assert_int_equal(errmsg_http(-ECONNREFUSED, u, 0, "", "", buf, sizeof(buf)), 69);
+    assert_string_equal(buf, "cannot reach jobqd at http://jobq.example:9090: connection "
+                             "refused (is jobqd running with --http there? check --url or "
+                             "JOBQ_URL)");
+    assert_int_equal(errmsg_http(-ENXIO, u, 0, "", "cannot resolve x: y", buf, sizeof(buf)), 69);
+    assert_int_equal(errmsg_http(-ETIMEDOUT, u, 0, "", "", buf, sizeof(buf)), 69);
+    assert_int_equal(errmsg_http(-ECONNRESET, u, 0, "", "", buf, sizeof(buf)), 69);
+    assert_int_equal(errmsg_http(-EBADMSG, u, 0, "", "", buf, sizeof(buf)), 70);
+}
+
+static void
+test_url_options_and_environment(void **state)
+{
+    struct cli c = test_cli();
+    struct req r;
+
+    PARSE_OK(&c, &r, "--url", "http://a:1", "--token-file=/t", "ping");
+    assert_string_equal(c.url_flag, "http://a:1");
+    assert_string_equal(c.token_file_flag, "/t");
+    req_clear(&r);
+    c = test_cli();
+    PARSE_OK(&c, &r, "ping", "--url=http://b:2", "--token-file", "/u");
+    assert_string_equal(c.url_flag, "http://b:2");
+    assert_string_equal(c.token_file_flag, "/u");
+    req_clear(&r);
+    c = test_cli();
+    c.err = fopen("/dev/null", "w");
+    c.url_flag = "http://a:1";
+    c.socket_flag = "/s.sock";
+    assert_int_equal(cli_connect(&c), EXIT_USAGE);
+    c.socket_flag = NULL;
+    c.url_flag = "ftp://a";
+    assert_int_equal(cli_connect(&c), EXIT_USAGE);
+    c.url_flag = "http://a:1";
+    c.token_file_flag = "/nonexistent/token";
+    assert_int_equal(cli_connect(&c), EXIT_DENIED);
+    /* JOBQ_URL, unless --socket names a socket. */
+    c.url_flag = c.token_file_flag = NULL;
+    c.env_url = "http://a:1";
+    assert_int_equal(cli_connect(&c), 0);
+    assert_string_equal(c.url, "http://a:1");
+    rpc_free(c.rpc);
+    fclose(c.err);
+}
+
 static void
 test_rpc_connects_through_long_paths(void **state)
 {
@@ -997,6 +1314,12 @@ main(void)
         cmocka_unit_test(test_rpc_pipelined_replies_match_by_id),
         cmocka_unit_test(test_rpc_hangup_and_oversized_reply),
         cmocka_unit_test(test_rpc_connects_through_long_paths),
+        cmocka_unit_test(test_http_url_forms),
+        cmocka_unit_test(test_http_token_file),
+        cmocka_unit_test(test_http_exchanges),
+        cmocka_unit_test(test_http_wait_goes_in_pieces),
+        cmocka_unit_test(test_http_failures_exit_as_documented),
+        cmocka_unit_test(test_url_options_and_environment),
         cmocka_unit_test(test_shorten_counts_columns_not_bytes),
         cmocka_unit_test(test_command_is_quoted_for_reading),
         cmocka_unit_test(test_ages),
