@@ -1022,9 +1022,10 @@ httpd_reload(struct httpd *h, const struct config *cfg)
     h->token = token;
     h->token_len = len;
     pthread_mutex_unlock(&h->token_lock);
+    if (token != NULL || old != NULL) /* nothing to say while /rpc stays off */
+        log_info("http.token", "rpc=%s file=%s", token != NULL ? "on" : "off",
+                 log_q(cfg->http_token_file != NULL ? cfg->http_token_file : ""));
     httpd_token_free(old, oldlen);
-    log_info("http.token", "rpc=%s file=%s", token != NULL ? "on" : "off",
-             log_q(cfg->http_token_file != NULL ? cfg->http_token_file : ""));
 }
 
 /* ---- the coroutine ---------------------------------------------------- */
