@@ -655,10 +655,11 @@ api_wait(struct api_call *c, const cJSON *params)
     size_t n = 0;
     int rc;
 
-    if (!only(c, params, allowed) || (ids = ids_param(c, params, &n)) == NULL ||
-        !int_param(c, params, "timeout_ms", 0, JOBQ_DURATION_MAX_MS, &timeout_ms)) {
+    /* The timeout first: ids_param allocates. */
+    if (!only(c, params, allowed) ||
+        !int_param(c, params, "timeout_ms", 0, JOBQ_DURATION_MAX_MS, &timeout_ms) ||
+        (ids = ids_param(c, params, &n)) == NULL)
         return NULL;
-    }
     deadline = timeout_ms >= 0 ? rt_now_ns() + timeout_ms * 1000000 : INT64_MAX;
     if ((jobs = calloc(n, sizeof(*jobs))) == NULL || (rc = watcher_new(d->events, ids, n, &w)) < 0)
         goto out;
