@@ -19,8 +19,11 @@ OPT ?= -O2
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS := libevent_core libevent_extra sqlite3 libpq libcjson
-TEST_PKGS := cmocka
+PKGS := libevent_core libevent_extra sqlite3 libcjson
+# libpq's headers only: jobqd loads the library itself when a PostgreSQL
+# store is opened (daemon/store_pg_lib.c). Tests may call it directly.
+PG_PKG := libpq
+TEST_PKGS := cmocka libpq
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -49,7 +52,7 @@ LDFLAGS_ALL += -fsanitize=address,undefined
 CPPFLAGS_ALL += -DJOBQ_ASAN=1
 endif
 
-PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) $(PG_PKG) 2>/dev/null)
 PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 TEST_LIBS = $(shell $(PKG_CONFIG) --libs $(TEST_PKGS) 2>/dev/null)
 

@@ -759,6 +759,8 @@ pg_conn_open(const struct store_opts *opts, enum store_role role, struct store_c
         snprintf(why, whylen, "no PostgreSQL URL");
         return -EINVAL;
     }
+    if ((rc = pg_lib_load(why, whylen)) < 0)
+        return rc;
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return -ENOMEM;
     c->role = role;

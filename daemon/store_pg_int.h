@@ -17,6 +17,66 @@
 
 #include "jobq/store.h"
 
+/*
+ * libpq's entry points, loaded at the first open (store_pg_lib.c): jobqd
+ * does not link libpq, so SQLite users do not load it and its twenty
+ * dependencies. The macros below let the backend call them by their names.
+ */
+struct pg_api {
+    __typeof__(PQclear) *PQclear;
+    __typeof__(PQntuples) *PQntuples;
+    __typeof__(PQgetvalue) *PQgetvalue;
+    __typeof__(PQresultStatus) *PQresultStatus;
+    __typeof__(PQstatus) *PQstatus;
+    __typeof__(PQexec) *PQexec;
+    __typeof__(PQtransactionStatus) *PQtransactionStatus;
+    __typeof__(PQresultErrorMessage) *PQresultErrorMessage;
+    __typeof__(PQerrorMessage) *PQerrorMessage;
+    __typeof__(PQgetisnull) *PQgetisnull;
+    __typeof__(PQreset) *PQreset;
+    __typeof__(PQfinish) *PQfinish;
+    __typeof__(PQexecParams) *PQexecParams;
+    __typeof__(PQcmdTuples) *PQcmdTuples;
+    __typeof__(PQsocket) *PQsocket;
+    __typeof__(PQresultErrorField) *PQresultErrorField;
+    __typeof__(PQprepare) *PQprepare;
+    __typeof__(PQnotifies) *PQnotifies;
+    __typeof__(PQfreemem) *PQfreemem;
+    __typeof__(PQexecPrepared) *PQexecPrepared;
+    __typeof__(PQconsumeInput) *PQconsumeInput;
+    __typeof__(PQconnectdbParams) *PQconnectdbParams;
+    __typeof__(PQcmdStatus) *PQcmdStatus;
+};
+extern struct pg_api pg_api;
+/* Loads libpq once; -ENOENT with a reason if it cannot be had. */
+int pg_lib_load(char *why, size_t whylen);
+
+#ifndef JOBQ_PG_API_ITSELF /* store_pg_lib.c names the entries themselves */
+#define PQclear pg_api.PQclear
+#define PQntuples pg_api.PQntuples
+#define PQgetvalue pg_api.PQgetvalue
+#define PQresultStatus pg_api.PQresultStatus
+#define PQstatus pg_api.PQstatus
+#define PQexec pg_api.PQexec
+#define PQtransactionStatus pg_api.PQtransactionStatus
+#define PQresultErrorMessage pg_api.PQresultErrorMessage
+#define PQerrorMessage pg_api.PQerrorMessage
+#define PQgetisnull pg_api.PQgetisnull
+#define PQreset pg_api.PQreset
+#define PQfinish pg_api.PQfinish
+#define PQexecParams pg_api.PQexecParams
+#define PQcmdTuples pg_api.PQcmdTuples
+#define PQsocket pg_api.PQsocket
+#define PQresultErrorField pg_api.PQresultErrorField
+#define PQprepare pg_api.PQprepare
+#define PQnotifies pg_api.PQnotifies
+#define PQfreemem pg_api.PQfreemem
+#define PQexecPrepared pg_api.PQexecPrepared
+#define PQconsumeInput pg_api.PQconsumeInput
+#define PQconnectdbParams pg_api.PQconnectdbParams
+#define PQcmdStatus pg_api.PQcmdStatus
+#endif
+
 /* The LISTEN/NOTIFY channel every node listens on. */
 #define PG_CHANNEL "jobq"
 
