@@ -44,6 +44,9 @@ struct daemon {
     int64_t started_ms; /* Unix ms */
     /* Set when the drain starts: new work is refused with shutting_down. */
     atomic_bool draining;
+    /* The store is PostgreSQL (fixed at start: store is a restart key), read
+     * by the store's own threads where d->cfg may be swapped by a reload. */
+    bool pg_store;
     /* Set when a sync of the database failed (store_fatal in main.c): the
      * drain then has no grace and jobqd exits 1. */
     atomic_bool store_failed;

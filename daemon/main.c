@@ -470,7 +470,7 @@ store_fatal(void *arg, int err)
 {
     struct daemon *d = arg;
 
-    if (d->cfg->store != NULL) {
+    if (d->pg_store) {
         lease_lost(d); /* the only fatal error of the PostgreSQL store */
         return;
     }
@@ -630,6 +630,7 @@ main(int argc, char **argv)
     }
     d.started_ms = job_now_ms();
 
+    d.pg_store = d.cfg->store != NULL;
     /* The database is the daemon's alone (jobs of other users must not
      * read it): create it 0600, and SQLite gives its -wal and -shm files
      * the same mode. An empty file is a new database to SQLite. */
