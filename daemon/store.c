@@ -63,6 +63,7 @@ struct store {
     /* Writer-thread only. */
     int64_t pending; /* scheduled + queued + retrying, refreshed per group */
     uint64_t since_checkpoint;
+    int checkpoint_backoff; /* busy RESTARTs in a row since the last one that ran */
     long gather_ns;
 
     /* Read connections, opened on demand up to nreaders. */
@@ -237,11 +238,20 @@ checkpoint(struct store *st)
 
     if (atomic_load(&st->fatal) < 0)
         return; /* nothing more is written */
-    /* -EAGAIN: a reader was in the way; the next idle period retries. */
-    if ((rc = st->ops->maintain(st->w)) == 0)
+    /* -EAGAIN: a reader was in the way. The commits stay counted so that
+     * the next idle period retries, each retry waiting twice as long as the
+     * last: a reader parked on the WAL (an operator's sqlite3 shell) must
+     * not turn the idle writer into a periodic wake-up. */
+    if ((rc = st->ops->maintain(st->w)) == -EAGAIN) {
+        if (st->checkpoint_backoff < 6)
+            st->checkpoint_backoff++;
+        return;
+    }
+    if (rc == 0)
         atomic_fetch_add(&st->checkpoints, 1);
     check_fatal(st, rc);
     st->since_checkpoint = 0;
+    st->checkpoint_backoff = 0;
 }
 
 static void
@@ -250,6 +260,8 @@ wait_idle(struct store *st)
     int idle_ms = st->opts.checkpoint_idle_ms > 0 ? st->opts.checkpoint_idle_ms
                                                   : JOBQ_STORE_CHECKPOINT_IDLE_MS;
     struct timespec ts;
+
+    idle_ms <<= st->checkpoint_backoff; /* at most 64 × idle_ms */
 
     st->idle = true;
     if (st->since_checkpoint == 0) {
@@ -356,7 +368,7 @@ writer_main(void *arg)
         group_end(st, &g);
         if (!st->relaxed_now)
             last_n = g.n; /* the gathering target follows durable groups */
-        if (st->since_checkpoint >= every)
+        if (st->since_checkpoint >= every << st->checkpoint_backoff)
             checkpoint(st);
         pthread_mutex_lock(&st->mu);
     }

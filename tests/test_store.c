@@ -2140,6 +2140,43 @@ test_front_idle_writer_checkpoints_wal(void **state)
     store_stats_free(&st);
 }
 
+/* A RESTART refused because a reader sits on the WAL is retried once the
+ * reader leaves, not dropped until the next commit. */
+static void
+test_front_busy_checkpoint_is_retried(void **state)
+{
+    struct fx *fx = *state;
+    struct job_spec sp = spec_q("q", 0);
+    struct store_stats st;
+    sqlite3 *rd;
+    uint64_t n = 0;
+
+    store_free(fx->st);
+    fx->st = NULL;
+    fx->opts.checkpoint_idle_ms = 20;
+    front_open(fx);
+    assert_int_equal(sqlite3_open_v2(fx->path, &rd, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM jobs;", NULL, NULL, NULL),
+                     SQLITE_OK);
+    for (int i = 0; i < 20; i++)
+        front_submit(fx, &sp);
+    usleep(200 * 1000); /* several idle periods, each RESTART busy */
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_int_equal(st.checkpoints, 0);
+    store_stats_free(&st);
+    assert_int_equal(sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(rd);
+    /* Back-off is at most 64 × 20 ms: allow plenty for a loaded machine. */
+    for (int i = 0; i < 1000 && n == 0; i++) {
+        usleep(10 * 1000);
+        assert_int_equal(store_stats(fx->st, admin, &st), 0);
+        n = st.checkpoints;
+        store_stats_free(&st);
+    }
+    print_message("FIGURE busy checkpoint: %" PRIu64 " checkpoints after the reader left\n", n);
+    assert_true(n >= 1);
+}
+
 static void
 test_storage_error_during_claim_leaves_counts_consistent(void **state)
 {
@@ -2519,6 +2556,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_purge_reports_each_chunk, setup_front, teardown),
         cmocka_unit_test_setup_teardown(test_front_recovery_after_restart, setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_front_busy_checkpoint_is_retried, setup_front,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_front_idle_writer_checkpoints_wal, setup_front,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_storage_error_during_claim_leaves_counts_consistent,
