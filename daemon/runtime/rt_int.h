@@ -208,7 +208,6 @@ struct stack_pool; /* stack.c */
  * locked instruction), read by rt_stats and by spawners placing work. */
 struct sched_stats {
     atomic_uint_fast64_t spawned;
-    atomic_uint_fast64_t live;
     atomic_uint_fast64_t running; /* 1 while a coroutine is on the CPU */
     atomic_uint_fast64_t parked[CORO_WAIT_NREASONS];
     /* Coroutines placed here by this thread, and those that ended here:
@@ -496,6 +495,10 @@ void blocking_stats(struct blocking_pool *p, struct rt_stats *out);
 
 /* The assembly switch (switch_<arch>.S). */
 void rt_ctx_switch(void **save_sp, void *load_sp);
+/* Saves the current context in *save_sp and calls entry(arg) on the stack
+ * that ends at stack_top (16-byte aligned); entry returns the stack
+ * pointer of the context to resume once the coroutine is over. */
+void rt_ctx_start(void **save_sp, void *stack_top, void *(*entry)(void *), void *arg);
 void rt_ctx_trampoline(void);
 
 #endif

@@ -433,13 +433,16 @@ timers_run(struct sched *s, int64_t now)
 /* ---- switching -------------------------------------------------------- */
 
 #if defined(JOBQ_ASAN)
+/* The scheduler context's fake stack, saved on leaving it and restored on
+ * coming back: one variable for both ends. */
+static _Thread_local void *sched_fake;
+
 static void
 asan_start(struct sched *s, struct coro *from, struct coro *to)
 {
     const void *bottom = to ? (const void *)to->lo : s->asan_stack_bottom;
     size_t size = to ? (size_t)((char *)to - to->lo) : s->asan_stack_size;
     void **save = NULL;
-    static _Thread_local void *sched_fake;
 
     if (from == NULL)
         save = &sched_fake;
@@ -451,7 +454,6 @@ asan_start(struct sched *s, struct coro *from, struct coro *to)
 static void
 asan_finish(struct coro *self)
 {
-    static _Thread_local void *sched_fake;
     const void *b;
     size_t sz;
     __sanitizer_finish_switch_fiber(self ? self->asan_fake : sched_fake, &b, &sz);
@@ -483,8 +485,29 @@ after_switch(struct coro *self)
         free_dead(s);
 }
 
-/* Switches from the running context (coroutine `from`, or the scheduler
- * when NULL) to `to` (a coroutine, or the scheduler when NULL). */
+/* Everything a switch from `from` (a coroutine, or the scheduler when
+ * NULL) to `to` (likewise) does but the switch itself. Returns the stack
+ * pointer to load. */
+static inline void *
+switch_prepare(struct sched *s, struct coro *from, struct coro *to)
+{
+    s->current = to;
+    if (to != NULL)
+        to->state = CORO_RUNNING;
+    atomic_store_explicit(&s->st.running, to != NULL, memory_order_relaxed);
+#if defined(JOBQ_ASAN)
+    asan_start(s, from, to);
+#else
+    (void)from;
+#endif
+#if defined(JOBQ_TSAN)
+    __tsan_switch_to_fiber(to ? to->tsan_fiber : s->tsan_fiber, 0);
+#endif
+    return to ? to->sp : s->sched_sp;
+}
+
+/* Switches from the running context to `to`; returns when `from` runs
+ * again. */
 static inline void
 switch_to(struct sched *s, struct coro *from, struct coro *to)
 {
@@ -492,25 +515,10 @@ switch_to(struct sched *s, struct coro *from, struct coro *to)
 
     if (from != NULL)
         stack_check(from, __builtin_frame_address(0));
-    s->current = to;
-    if (to != NULL)
-        to->state = CORO_RUNNING;
-    atomic_store_explicit(&s->st.running, to != NULL, memory_order_relaxed);
-#if defined(JOBQ_ASAN)
-    asan_start(s, from, to);
-#endif
-#if defined(JOBQ_TSAN)
-    __tsan_switch_to_fiber(to ? to->tsan_fiber : s->tsan_fiber, 0);
-#endif
-    rt_ctx_switch(save, to ? to->sp : s->sched_sp);
+    rt_ctx_switch(save, switch_prepare(s, from, to));
     after_switch(from);
 }
 
-/*
- * Leaves the current coroutine `self` (parked, yielded into the run queue,
- * or dead) for the next runnable one, or for the scheduler loop when none
- * is left or it is time to poll. Returns when self runs again.
- */
 /* Every JOBQ_SCHED_POLL_EVERY switches: true if a timer is due or the
  * event base has not been polled for JOBQ_SCHED_POLL_NS, so the thread
  * should pass through its scheduler loop. Reading the clock there instead
@@ -525,15 +533,28 @@ poll_due(struct sched *s)
     return due;
 }
 
-static void
-schedule_next(struct sched *s, struct coro *self)
+/* The coroutine to run next, or NULL for the scheduler loop (none is
+ * runnable, or it is time to poll). */
+static inline struct coro *
+pick_next(struct sched *s)
 {
-    struct coro *next = NULL;
-
     if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL)
         remote_drain(s);
     if (RT_LIKELY(--s->poll_countdown != 0) || !poll_due(s))
-        next = rq_pop(s);
+        return rq_pop(s);
+    return NULL;
+}
+
+/*
+ * Leaves the current coroutine `self` (parked, or yielded into the run
+ * queue) for the next runnable one, or for the scheduler loop when none is
+ * left or it is time to poll. Returns when self runs again.
+ */
+static void
+schedule_next(struct sched *s, struct coro *self)
+{
+    struct coro *next = pick_next(s);
+
     if (next == self) {
         /* Woken (or yielded) before anyone else was ready: keep going. */
         self->state = CORO_RUNNING;
@@ -572,15 +593,19 @@ coro_yield(void)
 
 /* ---- coroutine life --------------------------------------------------- */
 
-/* First code a coroutine runs, reached from rt_ctx_trampoline. */
-static void __attribute__((noreturn)) coro_entry(struct coro *c)
+/* First code a coroutine runs, called by rt_ctx_start or
+ * rt_ctx_trampoline. Returns, once fn has returned, the stack pointer of
+ * the context to resume; the assembly loads it (this stack is then dead,
+ * and the next context frees it). */
+static void *
+coro_entry(void *arg)
 {
+    struct coro *c = arg;
     struct sched *s;
     struct coro_pool *pool;
 
     after_switch(c);
     s = rt_tl_sched;
-    stat_add(&s->st.live, 1);
     stat_add(&s->st.spawned, 1);
 
     c->fn(c->arg);
@@ -588,7 +613,6 @@ static void __attribute__((noreturn)) coro_entry(struct coro *c)
     pool = c->pool;
     if (pool != NULL)
         coro_pool_release(pool);
-    stat_add(&s->st.live, -1);
     own_add(&s->st.exited, 1);
     {
         /* Let the peak mark follow a falling load (see PEAK_SLACK). */
@@ -598,21 +622,43 @@ static void __attribute__((noreturn)) coro_entry(struct coro *c)
     }
     c->state = CORO_DEAD;
     s->dead = c;
+#if defined(JOBQ_TSAN)
+    /* TSan keeps a shadow call stack per fiber and pops coro_entry's frame
+     * at its return, which here would come after the switch to the next
+     * fiber and pop one of that fiber's frames. Under TSan a coroutine
+     * leaves by an ordinary switch and is never resumed. */
     schedule_next(s, c);
-    abort(); /* a dead coroutine is never resumed */
+    abort();
+#else
+    stack_check(c, __builtin_frame_address(0));
+    return switch_prepare(s, c, pick_next(s));
+#endif
 }
 
+/* The top of c's stack: just below the coroutine, 16-byte aligned. */
+static inline void *
+stack_top(struct coro *c)
+{
+    return (void *)(((uintptr_t)c - 16) & ~(uintptr_t)15);
+}
+
+/* The first frame of a coroutine that waits in a run queue before it
+ * starts, laid out as switch_<arch>.S pops it. Like a new thread, it
+ * inherits the spawner's floating-point control words, as a coroutine
+ * started at once (rt_ctx_start) does. */
 static void
 frame_init(struct coro *c)
 {
-    /* The first frame sits just below the coroutine, 16-byte aligned, laid
-     * out as switch_<arch>.S pops it. */
-    uintptr_t top = ((uintptr_t)c - 16) & ~(uintptr_t)15;
+    uintptr_t top = (uintptr_t)stack_top(c);
 #if defined(__x86_64__)
     uint64_t *sp = (uint64_t *)(top - 64);
-    sp[0] = 0x1F80 | (0x037Full << 32); /* MXCSR and x87 control word defaults */
-    sp[1] = 0;                          /* r15 */
-    sp[2] = 0;                          /* r14 */
+    uint32_t mxcsr;
+    uint16_t cw;
+    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
+    __asm__ __volatile__("fnstcw %0" : "=m"(cw));
+    sp[0] = mxcsr | ((uint64_t)cw << 32);
+    sp[1] = 0; /* r15 */
+    sp[2] = 0; /* r14 */
     sp[3] = (uint64_t)(uintptr_t)coro_entry;
     sp[4] = (uint64_t)(uintptr_t)c;
     sp[5] = 0; /* rbx */
@@ -620,7 +666,10 @@ frame_init(struct coro *c)
     sp[7] = (uint64_t)(uintptr_t)rt_ctx_trampoline;
 #elif defined(__aarch64__)
     uint64_t *sp = (uint64_t *)(top - 176);
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
     memset(sp, 0, 176);
+    sp[20] = fpcr;
     sp[0] = (uint64_t)(uintptr_t)c;                  /* x19 */
     sp[1] = (uint64_t)(uintptr_t)coro_entry;         /* x20 */
     sp[11] = (uint64_t)(uintptr_t)rt_ctx_trampoline; /* x30 */
@@ -718,7 +767,6 @@ coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *),
 #if defined(JOBQ_ASAN)
     c->asan_fake = NULL;
 #endif
-    frame_init(c);
     if (target == cur) {
         long load;
         own_add(&cur->st.placed_local, 1);
@@ -740,10 +788,20 @@ coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *),
         struct coro *self = cur->current;
         self->state = CORO_RUNNABLE;
         rq_push_tail(cur, self);
+#if defined(JOBQ_TSAN)
+        frame_init(c); /* see coro_entry: under TSan, entry and exit are switches */
         switch_to(cur, self, c);
+#else
+        stack_check(self, __builtin_frame_address(0));
+        (void)switch_prepare(cur, self, c); /* c has no frame yet: it starts at its top */
+        rt_ctx_start(&self->sp, stack_top(c), coro_entry, c);
+        after_switch(self);
+#endif
     } else if (target == cur) {
+        frame_init(c);
         rq_push_tail(cur, c); /* from the scheduler context (an event callback) */
     } else {
+        frame_init(c);
         remote_push(target, c);
     }
     return 0;

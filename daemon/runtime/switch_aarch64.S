@@ -7,9 +7,16 @@
  * current stack, stores sp in *save_sp, loads load_sp and restores the same
  * frame from the other stack. No signal mask, no syscall.
  *
+ * rt_ctx_start(void **save_sp, void *stack_top, void *(*entry)(void *),
+ * void *arg) saves the same frame, then calls entry(arg) on the new stack;
+ * entry runs the coroutine to its end and returns the stack pointer of the
+ * context to resume, which is restored as rt_ctx_switch restores one. The
+ * coroutine is entered by a call and left by a return, which the return
+ * predictor gets right (see switch_x86_64.S).
+ *
  * Frame (176 bytes, 16-byte aligned), from the saved sp upwards:
  *   +0 x19 x20 ... +72 x28  +80 x29  +88 x30  +96 d8 ... +152 d15  +160 fpcr
- * rt_coro_frame_init (sched.c) builds the first frame of a new coroutine so
+ * frame_init (sched.c) builds the first frame of a queued coroutine so
  * that `ret` lands in rt_ctx_trampoline with x19 = argument, x20 = entry.
  */
     .text
@@ -35,6 +42,7 @@ rt_ctx_switch:
     mov x9, sp
     str x9, [x0]
     mov sp, x1
+.Lresume:
     ldp x19, x20, [sp, #0]
     ldp x21, x22, [sp, #16]
     ldp x23, x24, [sp, #32]
@@ -53,17 +61,51 @@ rt_ctx_switch:
     .size rt_ctx_switch, .-rt_ctx_switch
 
     .p2align 4
+    .globl rt_ctx_start
+    .hidden rt_ctx_start
+    .type rt_ctx_start,%function
+rt_ctx_start:
+    .cfi_startproc
+    sub sp, sp, #176
+    stp x19, x20, [sp, #0]
+    stp x21, x22, [sp, #16]
+    stp x23, x24, [sp, #32]
+    stp x25, x26, [sp, #48]
+    stp x27, x28, [sp, #64]
+    stp x29, x30, [sp, #80]
+    stp d8, d9, [sp, #96]
+    stp d10, d11, [sp, #112]
+    stp d12, d13, [sp, #128]
+    stp d14, d15, [sp, #144]
+    mrs x9, fpcr
+    str x9, [sp, #160]
+    mov x9, sp
+    str x9, [x0]
+    /* stack_top is 16-byte aligned; x29 = 0 ends the frame chain. */
+    mov sp, x1
+    mov x29, #0
+    mov x0, x3
+    blr x2
+    /* x0: the stack pointer to resume; this stack is dead. */
+.Lenter:
+    mov sp, x0
+    b .Lresume
+    .cfi_endproc
+    .size rt_ctx_start, .-rt_ctx_start
+
+    .p2align 4
     .globl rt_ctx_trampoline
     .hidden rt_ctx_trampoline
     .type rt_ctx_trampoline,%function
 rt_ctx_trampoline:
     .cfi_startproc
     .cfi_undefined x30
-    /* x29 = 0 ends the frame chain; the entry function never returns. */
+    /* x29 = 0 ends the frame chain; the entry function returns the
+     * context to resume. */
     mov x29, #0
     mov x0, x19
     blr x20
-    brk #0
+    b .Lenter
     .cfi_endproc
     .size rt_ctx_trampoline, .-rt_ctx_trampoline
 
