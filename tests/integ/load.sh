@@ -102,7 +102,14 @@ else
     echo "FIGURE load_idle_connections conns=$IDLE submits=$N unloaded_p50_us=$u loaded_p50_us=$l" \
         "rounds_unloaded_us=$(echo $before $after | tr ' ' ,) rounds_loaded_us=$(echo $during | tr ' ' ,)" \
         "rss_kib_loaded=$rss"
-    if [ "$u" -gt 0 ] && [ "$l" -gt 0 ] && [ "$l" -le $((2 * u)) ]; then
+    if [ -n "${JOBQ_SANITIZER:-}" ]; then
+        # Under TSan the daemon's own instrumentation state grows with every
+        # fiber: after 6000 connections even the unloaded rounds run at the
+        # loaded speed (764, 775 before; 1827, 1818 after, in one run).
+        # The latency goal is about jobqd, not about its sanitizer.
+        skip "load: submit p50 with $IDLE idle connections within 2x of unloaded" \
+            "latency means nothing under $JOBQ_SANITIZER (${l} us vs ${u} us)"
+    elif [ "$u" -gt 0 ] && [ "$l" -gt 0 ] && [ "$l" -le $((2 * u)) ]; then
         pass "load: submit p50 with $IDLE idle connections within 2x of unloaded (${l} us vs ${u} us)"
     else
         fail "load: submit p50 with $IDLE idle connections within 2x of unloaded" \
