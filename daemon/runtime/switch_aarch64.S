@@ -19,13 +19,8 @@
  * frame_init (sched.c) builds the first frame of a queued coroutine so
  * that `ret` lands in rt_ctx_trampoline with x19 = argument, x20 = entry.
  */
-    .text
-    .p2align 4
-    .globl rt_ctx_switch
-    .hidden rt_ctx_switch
-    .type rt_ctx_switch,%function
-rt_ctx_switch:
-    .cfi_startproc
+    /* Stores the frame described above below sp and its address in *x0. */
+    .macro SAVE_FRAME
     sub sp, sp, #176
     stp x19, x20, [sp, #0]
     stp x21, x22, [sp, #16]
@@ -41,6 +36,16 @@ rt_ctx_switch:
     str x9, [sp, #160]
     mov x9, sp
     str x9, [x0]
+    .endm
+
+    .text
+    .p2align 4
+    .globl rt_ctx_switch
+    .hidden rt_ctx_switch
+    .type rt_ctx_switch,%function
+rt_ctx_switch:
+    .cfi_startproc
+    SAVE_FRAME
     mov sp, x1
 .Lresume:
     ldp x19, x20, [sp, #0]
@@ -66,21 +71,7 @@ rt_ctx_switch:
     .type rt_ctx_start,%function
 rt_ctx_start:
     .cfi_startproc
-    sub sp, sp, #176
-    stp x19, x20, [sp, #0]
-    stp x21, x22, [sp, #16]
-    stp x23, x24, [sp, #32]
-    stp x25, x26, [sp, #48]
-    stp x27, x28, [sp, #64]
-    stp x29, x30, [sp, #80]
-    stp d8, d9, [sp, #96]
-    stp d10, d11, [sp, #112]
-    stp d12, d13, [sp, #128]
-    stp d14, d15, [sp, #144]
-    mrs x9, fpcr
-    str x9, [sp, #160]
-    mov x9, sp
-    str x9, [x0]
+    SAVE_FRAME
     /* stack_top is 16-byte aligned; x29 = 0 ends the frame chain. */
     mov sp, x1
     mov x29, #0

@@ -24,13 +24,8 @@
  * queued rather than started at once, so that the final `ret` lands in
  * rt_ctx_trampoline with r12 = argument and r13 = entry function.
  */
-    .text
-    .p2align 4
-    .globl rt_ctx_switch
-    .hidden rt_ctx_switch
-    .type rt_ctx_switch,@function
-rt_ctx_switch:
-    .cfi_startproc
+    /* Pushes the frame described above and stores its address in *rdi. */
+    .macro SAVE_FRAME
     pushq %rbp
     pushq %rbx
     pushq %r12
@@ -41,6 +36,16 @@ rt_ctx_switch:
     stmxcsr (%rsp)
     fnstcw 4(%rsp)
     movq %rsp, (%rdi)
+    .endm
+
+    .text
+    .p2align 4
+    .globl rt_ctx_switch
+    .hidden rt_ctx_switch
+    .type rt_ctx_switch,@function
+rt_ctx_switch:
+    .cfi_startproc
+    SAVE_FRAME
     /* Loading the control words stalls (ldmxcsr and fldcw serialize),
      * and coroutines of one thread almost always share them: load only
      * what differs. Each read matches the size of its store, so it is
@@ -75,16 +80,7 @@ rt_ctx_switch:
     .type rt_ctx_start,@function
 rt_ctx_start:
     .cfi_startproc
-    pushq %rbp
-    pushq %rbx
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
-    movq %rsp, (%rdi)
+    SAVE_FRAME
     /* stack_top is 16-byte aligned, so the call leaves entry with the
      * ABI's alignment. rbp = 0 ends the frame chain for debuggers. */
     movq %rsi, %rsp
