@@ -502,42 +502,11 @@ arr_end(struct pg_buf *b)
 
 /* ---- per-transaction state: counters and notifications ----------------- */
 
-static void
-deltas_reset(struct store_conn *c)
-{
-    for (int i = 0; i < c->nd; i++)
-        free(c->d[i].queue);
-    c->nd = 0;
-}
-
 /* Records that n jobs of (queue, uid) entered state (n < 0: left it). */
 static int
 count(struct store_conn *c, const char *queue, uid_t uid, int state, int64_t n)
 {
-    struct pg_delta *e;
-
-    for (int i = 0; i < c->nd; i++) {
-        e = &c->d[i];
-        if (e->state == state && e->uid == uid && strcmp(e->queue, queue) == 0) {
-            e->n += n;
-            return 0;
-        }
-    }
-    if (c->nd == c->capd) {
-        int cap = c->capd ? c->capd * 2 : 8;
-        if ((e = realloc(c->d, (size_t)cap * sizeof(*e))) == NULL)
-            return -ENOMEM;
-        c->d = e;
-        c->capd = cap;
-    }
-    e = &c->d[c->nd];
-    if ((e->queue = strdup(queue)) == NULL)
-        return -ENOMEM;
-    e->uid = uid;
-    e->state = state;
-    e->n = n;
-    c->nd++;
-    return 0;
+    return store_deltas_add(&c->d, queue, uid, state, n);
 }
 
 static int
@@ -565,7 +534,7 @@ note_id(struct pg_buf *b, int64_t id)
 static void
 txn_forget(struct store_conn *c)
 {
-    deltas_reset(c);
+    store_deltas_truncate(&c->d, 0);
     c->wake = false;
     c->changed.len = 0;
     c->canceled.len = 0;
@@ -578,16 +547,10 @@ txn_forget(struct store_conn *c)
 static int
 snap_take(struct store_conn *c)
 {
-    if (c->nd > c->capsnap) {
-        int64_t *v = realloc(c->snap, (size_t)c->nd * 2 * sizeof(*v));
-        if (v == NULL)
-            return -ENOMEM;
-        c->snap = v;
-        c->capsnap = c->nd * 2;
-    }
-    for (int i = 0; i < c->nd; i++)
-        c->snap[i] = c->d[i].n;
-    c->nsnap = c->nd;
+    int rc;
+
+    if ((rc = store_deltas_mark(&c->d)) < 0)
+        return rc;
     c->snap_wake = c->wake;
     c->snap_changed = c->changed.len;
     c->snap_canceled = c->canceled.len;
@@ -597,12 +560,7 @@ snap_take(struct store_conn *c)
 static void
 snap_restore(struct store_conn *c)
 {
-    for (int i = c->nsnap; i < c->nd; i++)
-        free(c->d[i].queue);
-    if (c->nd > c->nsnap)
-        c->nd = c->nsnap;
-    for (int i = 0; i < c->nd; i++)
-        c->d[i].n = c->snap[i];
+    store_deltas_rollback(&c->d);
     c->wake = c->snap_wake;
     c->changed.len = c->snap_changed;
     c->canceled.len = c->snap_canceled;
@@ -647,12 +605,12 @@ pg_flush(struct store_conn *c)
     bool any = false;
     int rc = 0;
 
-    for (int i = 0; i < c->nd; i++) {
-        if (c->d[i].n == 0)
+    for (int i = 0; i < c->d.n; i++) {
+        if (c->d.v[i].n == 0)
             continue;
         any = true;
-        if ((rc = arr_text(&q, c->d[i].queue)) < 0 || (rc = arr_i64(&s, c->d[i].state)) < 0 ||
-            (rc = arr_i64(&u, c->d[i].uid)) < 0 || (rc = arr_i64(&n, c->d[i].n)) < 0)
+        if ((rc = arr_text(&q, c->d.v[i].queue)) < 0 || (rc = arr_i64(&s, c->d.v[i].state)) < 0 ||
+            (rc = arr_i64(&u, c->d.v[i].uid)) < 0 || (rc = arr_i64(&n, c->d.v[i].n)) < 0)
             goto out;
     }
     /* The sender's lease id first: a node ignores its own. */
@@ -704,9 +662,7 @@ conn_close(struct store_conn *c)
     if (c == NULL)
         return;
     pg_node_stop(c->node);
-    deltas_reset(c);
-    free(c->d);
-    free(c->snap);
+    store_deltas_free(&c->d);
     buf_free(&c->changed);
     buf_free(&c->canceled);
     if (c->pg != NULL)

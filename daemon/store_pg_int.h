@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "jobq/store.h"
+#include "store_deltas.h"
 
 /*
  * libpq's entry points, loaded at the first open (store_pg_lib.c): jobqd
@@ -84,13 +85,6 @@ struct pg_node;
 
 /* Changes to jobq.counts(queue, state, uid), summed per key until the
  * transaction commits. */
-struct pg_delta {
-    char *queue;
-    uid_t uid;
-    int state;
-    int64_t n;
-};
-
 /* A growing byte string. */
 struct pg_buf {
     char *p;
@@ -112,15 +106,12 @@ struct store_conn {
     void *fault_arg;
     /* Per transaction: counter changes and what to tell the other nodes
      * at COMMIT (NOTIFY is delivered only if the transaction commits). */
-    struct pg_delta *d;
-    int nd, capd;
+    struct store_deltas d;
     bool wake;
     struct pg_buf changed, canceled; /* comma-separated job ids */
     /* The request's "savepoint": the amounts above when it began, so a
      * refused request leaves nothing behind (every SQL error is a storage
      * error that fails the whole group, so no SQL savepoint is needed). */
-    int64_t *snap;
-    int nsnap, capsnap;
     size_t snap_changed, snap_canceled;
     bool snap_wake;
 };

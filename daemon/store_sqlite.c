@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "jobq/limits.h"
+#include "store_deltas.h"
 #include "store_sqlite_int.h"
 
 static_assert(JOB_SCHEDULED == SQ_SCHEDULED && JOB_QUEUED == SQ_QUEUED &&
@@ -440,19 +441,6 @@ static const char *const stmt_sql[S_NSTMTS] = {
     [S_PENDING] = "SELECT coalesce(sum(n), 0) FROM counters WHERE state IN (0, 1, 3)",
 };
 
-/* Changes to counters(queue, state, uid), summed per key. */
-struct count_delta {
-    char *queue;
-    uid_t uid;
-    enum job_state state;
-    int64_t n;
-};
-
-struct deltas {
-    struct count_delta *v;
-    int n, cap;
-};
-
 struct store_conn {
     sqlite3 *db;
     enum store_role role;
@@ -471,13 +459,11 @@ struct store_conn {
     /*
      * Counter changes not yet written, summed per key: they are written
      * once per transaction, just before COMMIT (or earlier by a claim,
-     * which reads the counters), not once per request. `snap` holds their
-     * amounts when the request's savepoint was opened, so that rolling the
-     * savepoint back rolls them back too.
+     * which reads the counters), not once per request. They are marked
+     * when a request's savepoint is opened, so that rolling the savepoint
+     * back rolls them back too.
      */
-    struct deltas pend;
-    int64_t *snap;
-    int nsnap, capsnap;
+    struct store_deltas pend;
     bool in_savepoint;
     bool sync_failed; /* an fsync of our files failed: see store.h */
 };
@@ -571,57 +557,11 @@ col_strdup(sqlite3_stmt *s, int i, char **out)
     return 0;
 }
 
-static void
-deltas_reset(struct deltas *d)
-{
-    for (int i = 0; i < d->n; i++)
-        free(d->v[i].queue);
-    d->n = 0;
-}
-
-static void
-deltas_free(struct deltas *d)
-{
-    deltas_reset(d);
-    free(d->v);
-    d->v = NULL;
-    d->cap = 0;
-}
-
-static int
-deltas_add(struct deltas *d, const char *queue, uid_t uid, enum job_state state, int64_t n)
-{
-    struct count_delta *e;
-
-    for (int i = 0; i < d->n; i++) {
-        e = &d->v[i];
-        if (e->state == state && e->uid == uid && strcmp(e->queue, queue) == 0) {
-            e->n += n;
-            return 0;
-        }
-    }
-    if (d->n == d->cap) {
-        int cap = d->cap ? d->cap * 2 : 8;
-        if ((e = realloc(d->v, (size_t)cap * sizeof(*e))) == NULL)
-            return -ENOMEM;
-        d->v = e;
-        d->cap = cap;
-    }
-    e = &d->v[d->n];
-    if ((e->queue = strdup(queue)) == NULL)
-        return -ENOMEM;
-    e->uid = uid;
-    e->state = state;
-    e->n = n;
-    d->n++;
-    return 0;
-}
-
 /* Records that n jobs of (queue, uid) entered state (n < 0: left it). */
 static int
 count(struct store_conn *c, const char *queue, uid_t uid, enum job_state state, int64_t n)
 {
-    return deltas_add(&c->pend, queue, uid, state, n);
+    return store_deltas_add(&c->pend, queue, uid, (int)state, n);
 }
 
 /* A state change: one job of (queue, uid) went from one state to another. */
@@ -647,7 +587,7 @@ counters_write(struct store_conn *c)
     int rc = 0;
 
     for (int i = 0; i < c->pend.n && rc == 0; i++) {
-        struct count_delta *e = &c->pend.v[i];
+        struct store_delta *e = &c->pend.v[i];
         if (e->n == 0)
             continue;
         if ((rc = prep(c, S_COUNT_ADD, &s)) < 0)
@@ -662,35 +602,6 @@ counters_write(struct store_conn *c)
     return rc;
 }
 
-static int
-snap_take(struct store_conn *c)
-{
-    if (c->pend.n > c->capsnap) {
-        int64_t *v = realloc(c->snap, (size_t)c->pend.n * 2 * sizeof(*v));
-        if (v == NULL)
-            return -ENOMEM;
-        c->snap = v;
-        c->capsnap = c->pend.n * 2;
-    }
-    for (int i = 0; i < c->pend.n; i++)
-        c->snap[i] = c->pend.v[i].n;
-    c->nsnap = c->pend.n;
-    return 0;
-}
-
-/* The savepoint was rolled back: so are the counts and the early writes
- * made since it was opened. */
-static void
-snap_restore(struct store_conn *c)
-{
-    for (int i = c->nsnap; i < c->pend.n; i++)
-        free(c->pend.v[i].queue);
-    if (c->pend.n > c->nsnap)
-        c->pend.n = c->nsnap;
-    for (int i = 0; i < c->pend.n; i++)
-        c->pend.v[i].n = c->snap[i];
-}
-
 /* Just before COMMIT: the transaction's counts and the next job id. */
 static int
 txn_flush(struct store_conn *c)
@@ -700,7 +611,7 @@ txn_flush(struct store_conn *c)
 
     if ((rc = counters_write(c)) < 0)
         return rc;
-    deltas_reset(&c->pend);
+    store_deltas_truncate(&c->pend, 0);
     if (c->next_id_dirty) {
         if ((rc = prep(c, S_NEXT_ID_SAVE, &s)) < 0)
             return rc;
@@ -715,7 +626,7 @@ txn_flush(struct store_conn *c)
 static void
 txn_forget(struct store_conn *c)
 {
-    deltas_reset(&c->pend);
+    store_deltas_truncate(&c->pend, 0);
     c->in_savepoint = false;
     /* next_id stays ahead: an id of a rolled-back job is simply skipped. */
 }
@@ -746,8 +657,7 @@ conn_close(struct store_conn *c)
 {
     if (c == NULL)
         return;
-    deltas_free(&c->pend);
-    free(c->snap);
+    store_deltas_free(&c->pend);
     for (int i = 0; i < S_NSTMTS; i++)
         sqlite3_finalize(c->stmts[i]);
     /* The last connection to close checkpoints the WAL and removes it;
@@ -953,7 +863,7 @@ sq_txn(struct store_conn *c, enum store_txn op)
         /* One level: the front's per-request savepoint. */
         if (c->in_savepoint)
             return -EINVAL;
-        if ((rc = snap_take(c)) < 0 || (rc = prep(c, S_SAVEPOINT, &s)) < 0 ||
+        if ((rc = store_deltas_mark(&c->pend)) < 0 || (rc = prep(c, S_SAVEPOINT, &s)) < 0 ||
             (rc = step_done(s)) < 0)
             return rc;
         c->in_savepoint = true;
@@ -972,7 +882,7 @@ sq_txn(struct store_conn *c, enum store_txn op)
             return -EIO;
         if ((rc = prep(c, S_ROLLBACK_TO, &s)) < 0 || (rc = step_done(s)) < 0)
             return rc;
-        snap_restore(c);
+        store_deltas_rollback(&c->pend); /* the counts follow the savepoint */
         return sq_txn(c, STORE_RELEASE);
     }
     return -EINVAL;
