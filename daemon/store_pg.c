@@ -1319,6 +1319,11 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
     int ncand = 0, nq = 0, nstart = 0, nexp = 0, got = 0, rc;
     int64_t rows;
 
+    *n = 0;
+    if (nexpired != NULL)
+        *nexpired = 0;
+    if (max <= 0)
+        return 0;
     if (max > JOBQ_STORE_CLAIM_MAX)
         max = JOBQ_STORE_CLAIM_MAX;
     if (c->node != NULL) {
@@ -1416,28 +1421,6 @@ out:
     buf_free(&exp);
     buf_free(&start);
     buf_free(&att);
-    return rc;
-}
-
-static int
-pg_claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n,
-         int64_t *expired, int *nexpired)
-{
-    int rc;
-
-    *n = 0;
-    if (nexpired != NULL)
-        *nexpired = 0;
-    if (max <= 0)
-        return 0;
-    rc = claim(c, now, max, boot_id, jobs, n, expired, nexpired);
-    if (rc < 0) {
-        for (int i = 0; i < *n; i++)
-            job_free(jobs[i]);
-        *n = 0;
-        if (nexpired != NULL)
-            *nexpired = 0;
-    }
     return rc;
 }
 
@@ -2300,7 +2283,7 @@ const struct store_backend_ops store_pg_ops = {
     .close = conn_close,
     .txn = pg_txn,
     .submit = pg_submit,
-    .claim = pg_claim,
+    .claim = claim,
     .set_pgid = pg_set_pgid,
     .complete = pg_complete,
     .cancel = pg_cancel,

@@ -1558,6 +1558,11 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
     size_t ncand = 0;
     int nq = 0, got = 0, rc;
 
+    *n = 0;
+    if (nexpired != NULL)
+        *nexpired = 0;
+    if (max <= 0)
+        return 0;
     if (max > JOBQ_STORE_CLAIM_MAX)
         max = JOBQ_STORE_CLAIM_MAX;
     /* Due scheduled/retrying jobs become ready first, so they compete in
@@ -1592,28 +1597,6 @@ out:
         free(q[i].name);
     free(q);
     free(cand);
-    return rc;
-}
-
-static int
-sq_claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n,
-         int64_t *expired, int *nexpired)
-{
-    int rc;
-
-    *n = 0;
-    if (nexpired != NULL)
-        *nexpired = 0;
-    if (max <= 0)
-        return 0;
-    rc = claim(c, now, max, boot_id, jobs, n, expired, nexpired);
-    if (rc < 0) {
-        for (int i = 0; i < *n; i++)
-            job_free(jobs[i]);
-        *n = 0;
-        if (nexpired != NULL)
-            *nexpired = 0; /* rolled back with the request */
-    }
     return rc;
 }
 
@@ -2433,7 +2416,7 @@ const struct store_backend_ops store_sqlite_ops = {
     .close = conn_close,
     .txn = sq_txn,
     .submit = sq_submit,
-    .claim = sq_claim,
+    .claim = claim,
     .set_pgid = sq_set_pgid,
     .complete = sq_complete,
     .cancel = sq_cancel,

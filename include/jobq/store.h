@@ -368,8 +368,11 @@ struct store_backend_ops {
     /* n specs; ids and existed hold n entries. */
     int (*submit)(struct store_conn *c, const struct job_spec *specs, size_t n, int64_t now,
                   int64_t *ids, bool *existed);
-    /* expired (may be NULL) gets, up to JOBQ_STORE_CLAIM_MAX, the ids of
-     * ready jobs failed instead because their deadline had passed. */
+    /* Claims up to max (at most JOBQ_STORE_CLAIM_MAX) jobs into jobs, *n
+     * of them; on failure *n is 0 and nothing is left to free. expired
+     * (may be NULL) gets, up to JOBQ_STORE_CLAIM_MAX, the ids of ready
+     * jobs failed instead because their deadline had passed, *nexpired of
+     * them (meaningless on failure: rolled back with the request). */
     int (*claim)(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs,
                  int *n, int64_t *expired, int *nexpired);
     int (*set_pgid)(struct store_conn *c, int64_t id, int32_t attempt, int32_t pgid);
