@@ -225,11 +225,12 @@ extern const struct cmd_entry cmd_purge_entry;
 extern const struct cmd_entry cmd_ping_entry;
 extern const struct cmd_entry cmd_version_entry;
 
-/* Builds the params of a batch from NDJSON text: every line an object
- * spec, defaults (an object, may be NULL) merged in for fields a line
- * lacks. Returns 0 and owned *params; -EINVAL with why ("line 3: ...").
- * *lines receives the line number of each spec (owned, free()). Borrows
- * text. */
+/* Builds the params of a batch from text holding JSON object specs (and
+ * arrays of them) separated by whitespace, NDJSON included, defaults (an
+ * object, may be NULL) merged in for fields a spec lacks. Returns 0 and
+ * owned *params; -EINVAL with why ("line 3: ...", the line a bad spec
+ * starts on). *lines receives the line number where each spec starts
+ * (owned, free()). Borrows text. */
 int submit_batch_params(const struct cli *c, const char *text, size_t len, const cJSON *defaults,
                         cJSON **params, int **lines, char *why, size_t whylen);
 /* Prints jobs (a JSON array of job objects) as the list table. */

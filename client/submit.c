@@ -1,8 +1,9 @@
 /*
  * submit — `jobq submit [options] -- CMD [ARG...]` and `jobq submit --batch
  * FILE|-`. Options become a job spec with the protocol's field names; a
- * batch is NDJSON specs sent as one `submit {"jobs": [...]}` request, one
- * transaction, with the options as defaults for fields a line lacks. The
+ * batch is JSON specs (NDJSON, or the pretty-printed objects and arrays of
+ * `show --json`) sent as one `submit {"jobs": [...]}` request, one
+ * transaction, with the options as defaults for fields a spec lacks. The
  * job runs in the submitter's current directory unless --cwd says
  * otherwise, as at(1) and batch(1) do.
  */
@@ -302,15 +303,6 @@ out:
     return rc;
 }
 
-static bool
-blank(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
-            return false;
-    return true;
-}
-
 /* Adds to spec a copy of each member of defaults that spec lacks. */
 static int
 spec_merge(cJSON *spec, const cJSON *defaults)
@@ -326,86 +318,167 @@ spec_merge(cJSON *spec, const cJSON *defaults)
     return 0;
 }
 
+/* Where the batch parser is in the text, and on which line. */
+struct cursor {
+    const char *p, *end;
+    int line;
+};
+
+/* Steps over whitespace, counting lines. */
+static void
+skip_space(struct cursor *k)
+{
+    for (; k->p < k->end; k->p++) {
+        if (*k->p != ' ' && *k->p != '\t' && *k->p != '\r' && *k->p != '\n')
+            break;
+        k->line += *k->p == '\n';
+    }
+}
+
+/* The growing result of a batch: the jobs array and each spec's line. */
+struct batch {
+    const struct cli *c;
+    const cJSON *defaults;
+    cJSON *jobs;
+    int *lines; /* owned */
+    int n;
+};
+
+/* Parses the spec that starts at k (a line with its first byte), merges the
+ * defaults in and appends it to b. */
+static int
+batch_add(struct batch *b, struct cursor *k, char *why, size_t whylen)
+{
+    const char *vend = NULL;
+    int line = k->line, rc = -EINVAL;
+    cJSON *spec = NULL;
+    const cJSON *cwd;
+    char *dir = NULL;
+
+    if (b->n >= JOBQ_BATCH_MAX_JOBS) {
+        snprintf(why, whylen, "line %d: more than %d jobs; split the file", line,
+                 JOBQ_BATCH_MAX_JOBS);
+        goto out;
+    }
+    spec = cJSON_ParseWithLengthOpts(k->p, (size_t)(k->end - k->p), &vend, false);
+    if (spec == NULL) {
+        snprintf(why, whylen,
+                 "line %d: not valid JSON (job specs are JSON objects like "
+                 "{\"command\": [\"echo\", \"hi\"]})",
+                 line);
+        goto out;
+    }
+    for (; k->p < vend; k->p++)
+        k->line += *k->p == '\n';
+    if (!cJSON_IsObject(spec)) {
+        snprintf(why, whylen,
+                 "line %d: not a JSON object (job specs are JSON objects like "
+                 "{\"command\": [\"echo\", \"hi\"]})",
+                 line);
+        goto out;
+    }
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(spec, "command"))) {
+        snprintf(why, whylen,
+                 "line %d: no \"command\" array (like \"command\": [\"echo\", \"hi\"])", line);
+        goto out;
+    }
+    rc = -ENOMEM;
+    if (spec_merge(spec, b->defaults) < 0)
+        goto out;
+    /* Relative directories mean the same as with --cwd. */
+    cwd = cJSON_GetObjectItemCaseSensitive(spec, "cwd");
+    if (cJSON_IsString(cwd) && cwd->valuestring[0] != '/') {
+        if ((rc = resolve_dir(b->c, cwd->valuestring, &dir, why, whylen)) < 0)
+            goto out;
+        rc = -ENOMEM;
+        if (!cJSON_ReplaceItemInObjectCaseSensitive(spec, "cwd", cJSON_CreateString(dir)))
+            goto out;
+    }
+    int *nln = realloc(b->lines, (size_t)(b->n + 1) * sizeof(*nln));
+    if (nln == NULL)
+        goto out;
+    b->lines = nln;
+    b->lines[b->n++] = line;
+    cJSON_AddItemToArray(b->jobs, spec);
+    spec = NULL;
+    rc = 0;
+out:
+    free(dir);
+    cJSON_Delete(spec);
+    return rc;
+}
+
+/* The elements of a top-level array, k just past its '['. Parsed one by one
+ * rather than as one value so that an error names the element's line. */
+static int
+batch_add_array(struct batch *b, struct cursor *k, char *why, size_t whylen)
+{
+    int open = k->line, rc;
+
+    skip_space(k);
+    if (k->p < k->end && *k->p == ']') {
+        k->p++;
+        return 0;
+    }
+    for (;;) {
+        if ((rc = batch_add(b, k, why, whylen)) < 0)
+            return rc;
+        skip_space(k);
+        if (k->p < k->end && *k->p == ',') {
+            k->p++;
+            skip_space(k);
+            continue;
+        }
+        if (k->p < k->end && *k->p == ']') {
+            k->p++;
+            return 0;
+        }
+        snprintf(why, whylen,
+                 "line %d: expected ',' or ']' in the array of job specs opened on line %d",
+                 k->line, open);
+        return -EINVAL;
+    }
+}
+
 int
 submit_batch_params(const struct cli *c, const char *text, size_t len, const cJSON *defaults,
                     cJSON **params, int **lines, char *why, size_t whylen)
 {
-    cJSON *root = NULL, *jobs, *spec = NULL;
-    const char *p = text, *end = text + len;
-    int *ln = NULL, lineno = 0, n = 0, rc = -ENOMEM;
-    const cJSON *cwd;
-    char *dir = NULL;
+    struct cursor k = {.p = text, .end = text + len, .line = 1};
+    struct batch b = {.c = c, .defaults = defaults};
+    cJSON *root = NULL;
+    int rc = -ENOMEM;
 
     if ((root = cJSON_CreateObject()) == NULL ||
-        (jobs = cJSON_AddArrayToObject(root, "jobs")) == NULL)
+        (b.jobs = cJSON_AddArrayToObject(root, "jobs")) == NULL)
         goto out;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n_line = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
-        const char *line = p;
-
-        p += n_line + 1;
-        lineno++;
-        if (blank(line, n_line))
-            continue;
-        rc = -EINVAL;
-        if (n >= JOBQ_BATCH_MAX_JOBS) {
-            snprintf(why, whylen, "line %d: more than %d jobs; split the file", lineno,
-                     JOBQ_BATCH_MAX_JOBS);
-            goto out;
+    /* JSON texts one after another, as NDJSON, pretty-printed objects (what
+     * `jobq show --json` prints) or arrays of specs, so that output can be
+     * submitted again as it is. */
+    for (skip_space(&k); k.p < k.end; skip_space(&k)) {
+        if (*k.p == '[') {
+            k.p++;
+            rc = batch_add_array(&b, &k, why, whylen);
+        } else {
+            rc = batch_add(&b, &k, why, whylen);
         }
-        spec = cJSON_ParseWithLength(line, n_line);
-        if (!cJSON_IsObject(spec)) {
-            snprintf(why, whylen,
-                     "line %d: not a JSON object (one job spec per line, like "
-                     "{\"command\": [\"echo\", \"hi\"]})",
-                     lineno);
+        if (rc < 0)
             goto out;
-        }
-        if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(spec, "command"))) {
-            snprintf(why, whylen,
-                     "line %d: no \"command\" array (like \"command\": [\"echo\", \"hi\"])",
-                     lineno);
-            goto out;
-        }
-        rc = -ENOMEM;
-        if (spec_merge(spec, defaults) < 0)
-            goto out;
-        /* Relative directories mean the same as with --cwd. */
-        cwd = cJSON_GetObjectItemCaseSensitive(spec, "cwd");
-        if (cJSON_IsString(cwd) && cwd->valuestring[0] != '/') {
-            if ((rc = resolve_dir(c, cwd->valuestring, &dir, why, whylen)) < 0)
-                goto out;
-            rc = -ENOMEM;
-            if (!cJSON_ReplaceItemInObjectCaseSensitive(spec, "cwd", cJSON_CreateString(dir)))
-                goto out;
-            free(dir);
-            dir = NULL;
-        }
-        int *nln = realloc(ln, (size_t)(n + 1) * sizeof(*ln));
-        if (nln == NULL)
-            goto out;
-        ln = nln;
-        ln[n++] = lineno;
-        cJSON_AddItemToArray(jobs, spec);
-        spec = NULL;
     }
-    if (n == 0) {
-        snprintf(why, whylen, "no job specs in it (one JSON object per line)");
+    if (b.n == 0) {
+        snprintf(why, whylen, "no job specs in it (JSON objects like {\"command\": [\"true\"]})");
         rc = -EINVAL;
         goto out;
     }
     *params = root;
     root = NULL;
     if (lines != NULL) {
-        *lines = ln;
-        ln = NULL;
+        *lines = b.lines;
+        b.lines = NULL;
     }
     rc = 0;
 out:
-    free(dir);
-    free(ln);
-    cJSON_Delete(spec);
+    free(b.lines);
     cJSON_Delete(root);
     return rc;
 }
@@ -575,7 +648,7 @@ submit_run(struct cli *c, struct req *r)
 const struct cmd_entry cmd_submit_entry = {
     .name = "submit",
     .args = "[options] [--] CMD [ARG...] | --batch FILE|-",
-    .summary = "enqueue a job and print its id; --batch: NDJSON job specs, one transaction",
+    .summary = "enqueue a job and print its id; --batch: JSON job specs, one transaction",
     .help = "  --queue Q           queue name (default \"default\")\n"
             "  --name N            a label shown by list and show\n"
             "  --priority N        higher runs first (default 0)\n"
@@ -592,10 +665,13 @@ const struct cmd_entry cmd_submit_entry = {
             "  --cwd DIR           run in DIR (default: the current directory)\n"
             "  --wait              wait for the job and exit with its outcome\n"
             "                      (see exit status in 'jobq help')\n"
-            "  --batch FILE|-      submit the job specs of FILE (\"-\": stdin), one JSON\n"
-            "                      object per line with the fields of 'jobq show --json',\n"
-            "                      all or none; prints the ids one per line. Options\n"
-            "                      given with it are defaults for each line.\n",
+            "  --batch FILE|-      submit the job specs of FILE (\"-\": stdin), all or none:\n"
+            "                      JSON objects with the fields of 'jobq show --json',\n"
+            "                      one per line (NDJSON) or any JSON objects and arrays\n"
+            "                      of them separated by whitespace, so 'jobq show ID...\n"
+            "                      --json | jobq submit --batch -' resubmits jobs.\n"
+            "                      Prints the ids one per line. Options given with it\n"
+            "                      are defaults for each spec.\n",
     .parse = submit_parse,
     .run = submit_run,
 };

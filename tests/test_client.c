@@ -238,7 +238,7 @@ test_submit_batch_names_the_bad_line(void **state)
 
     assert_int_equal(
         submit_batch_params(&c, bad, strlen(bad), NULL, &params, NULL, why, sizeof(why)), -EINVAL);
-    assert_string_equal(why, "line 2: not a JSON object (one job spec per line, like "
+    assert_string_equal(why, "line 2: not a JSON object (job specs are JSON objects like "
                              "{\"command\": [\"echo\", \"hi\"]})");
     assert_int_equal(
         submit_batch_params(&c, nocmd, strlen(nocmd), NULL, &params, NULL, why, sizeof(why)),
@@ -246,7 +246,46 @@ test_submit_batch_names_the_bad_line(void **state)
     assert_string_equal(why, "line 3: no \"command\" array (like \"command\": [\"echo\", \"hi\"])");
     assert_int_equal(submit_batch_params(&c, "\n \n", 3, NULL, &params, NULL, why, sizeof(why)),
                      -EINVAL);
-    assert_string_equal(why, "no job specs in it (one JSON object per line)");
+    assert_string_equal(why, "no job specs in it (JSON objects like {\"command\": [\"true\"]})");
+}
+
+static void
+test_submit_batch_takes_pretty_objects_and_arrays(void **state)
+{
+    struct cli c = test_cli();
+    cJSON *params = NULL;
+    int *lines = NULL;
+    char why[256];
+    /* What `jobq show --json` prints for one id, then for two. */
+    const char *text = "{\n  \"id\": 4,\n  \"command\": [\"a\"]\n}\n"
+                       "[\n  {\n    \"command\": [\"b\"]\n  },\n  {\"command\": [\"c\"]}\n]"
+                       "{\"command\":[\"d\"]} []\n";
+    const char *bad = "[{\"command\":[\"a\"]},\n{\n \"name\": \"x\"\n}]";
+    const char *open = "[{\"command\":[\"a\"]}\n\n";
+    const char *junk = "{\"command\":[\"a\"]}\n{\"command\":\n[\"b\" x]}";
+
+    assert_int_equal(
+        submit_batch_params(&c, text, strlen(text), NULL, &params, &lines, why, sizeof(why)), 0);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(params, "jobs")), 4);
+    assert_int_equal(lines[0], 1);
+    assert_int_equal(lines[1], 6);
+    assert_int_equal(lines[2], 9);
+    assert_int_equal(lines[3], 10);
+    free(lines);
+    cJSON_Delete(params);
+    assert_int_equal(
+        submit_batch_params(&c, bad, strlen(bad), NULL, &params, NULL, why, sizeof(why)), -EINVAL);
+    assert_string_equal(why, "line 2: no \"command\" array (like \"command\": [\"echo\", \"hi\"])");
+    assert_int_equal(
+        submit_batch_params(&c, open, strlen(open), NULL, &params, NULL, why, sizeof(why)),
+        -EINVAL);
+    assert_string_equal(why,
+                        "line 3: expected ',' or ']' in the array of job specs opened on line 1");
+    assert_int_equal(
+        submit_batch_params(&c, junk, strlen(junk), NULL, &params, NULL, why, sizeof(why)),
+        -EINVAL);
+    assert_string_equal(why, "line 2: not valid JSON (job specs are JSON objects like "
+                             "{\"command\": [\"echo\", \"hi\"]})");
 }
 
 static void
@@ -1303,6 +1342,7 @@ main(void)
         cmocka_unit_test(test_submit_usage_errors_say_what_is_wrong),
         cmocka_unit_test(test_submit_batch_options_become_defaults),
         cmocka_unit_test(test_submit_batch_names_the_bad_line),
+        cmocka_unit_test(test_submit_batch_takes_pretty_objects_and_arrays),
         cmocka_unit_test(test_list_parse_filters_and_limit),
         cmocka_unit_test(test_wait_cancel_retry_take_ids),
         cmocka_unit_test(test_logs_show_pause_purge_parse),

@@ -112,6 +112,25 @@ printf '{"command":["true"]}\n{"command":["echo","b"],"name":"two"}\n' >"$T/batc
 n=$(jq submit --batch "$T/batch.ndjson" | wc -l)
 expect "submit --batch prints one id per line" 2 "$n"
 
+# show --json, pretty-printed over many lines, submits again as it is;
+# several ids print an array, which submits as several jobs.
+a=$(jq submit --name again -- echo again)
+b=$(jq submit -- echo other)
+new=$(jq show --json "$a" | jq submit --batch -)
+if [[ $new =~ ^[0-9]+$ && $new != "$a" ]]; then
+    expect "show --json | submit --batch -: a new job with the same spec" \
+        'again ["echo","again"]' "$(jq show --json "$new" | "$JGET" .name) $(jq show --json "$new" | "$JGET" .command)"
+else
+    fail "show --json | submit --batch -: a new job with the same spec" "'$new'"
+fi
+expect "show --json of two ids | submit --batch -: two jobs" 2 "$(jq show --json "$a" "$b" | jq submit --batch - | wc -l)"
+before=$(jq list --limit 1 --json | "$JGET" .0.id)
+msg=$(printf '{"command":["true"]}\n{\n  "name": "x"\n}\n' | jq submit --batch - 2>&1 >/dev/null)
+expect "submit --batch: a bad multi-line spec exits 65" 65 $?
+expect "submit --batch: the error names the line the spec starts on" \
+    'jobq: --batch stdin: line 2: no "command" array (like "command": ["echo", "hi"])' "$msg"
+expect "submit --batch: nothing submitted after a bad spec" "$before" "$(jq list --limit 1 --json | "$JGET" .0.id)"
+
 # stats
 if jq stats --json | "$JGET" .states.succeeded >/dev/null; then pass "stats --json"; else fail "stats --json" "no states"; fi
 
