@@ -3,7 +3,10 @@
  * stderr of an attempt (the latest by default), written to stdout byte
  * for byte. --follow holds each `logs` call on the daemon (wait_ms) until
  * new output or the attempt's end, and moves on to the next attempt while
- * the job is retrying, until the job is terminal.
+ * the job is retrying, until the job is terminal. --json prints the logs
+ * results of docs/PROTOCOL.md instead (data in base64, as binary output
+ * cannot be a JSON string): one for the whole log, or with --follow one
+ * line per result that carries output or ends an attempt.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -54,7 +57,7 @@ logs_parse(struct cli *c, struct req *r, int argc, char **argv, char *why, size_
         goto out;
     rc = -EINVAL;
     if (it.npos != 1 && !r->help) {
-        snprintf(why, whylen, "logs: %s; usage: jobq logs ID [--attempt N] [--follow]",
+        snprintf(why, whylen, "logs: %s; usage: jobq logs ID [--attempt N] [--follow] [--json]",
                  it.npos == 0 ? "no job id given" : "one job id at a time");
         goto out;
     }
@@ -81,27 +84,6 @@ terminal(const char *state)
                              strcmp(state, "canceled") == 0);
 }
 
-/* Writes the base64 data member of a logs result to out. */
-static int
-write_data(struct cli *c, const cJSON *res)
-{
-    const char *data = json_str(res, "data");
-    size_t n, len;
-    char *buf;
-
-    if (data == NULL || (len = strlen(data)) == 0)
-        return 0;
-    if ((buf = malloc(base64_decoded_max(len) + 1)) == NULL)
-        return cli_errorf(c, EXIT_PROTOCOL, "out of memory");
-    if (base64_decode(data, len, buf, &n) < 0) {
-        free(buf);
-        return cli_errorf(c, EXIT_PROTOCOL, "bad reply from jobqd: log data is not base64");
-    }
-    fwrite(buf, 1, n, c->out);
-    free(buf);
-    return 0;
-}
-
 /* Sets the number member key of params. */
 static int
 set_num(cJSON *params, const char *key, int64_t v)
@@ -115,12 +97,103 @@ set_num(cJSON *params, const char *key, int64_t v)
     return cJSON_AddItemToObject(params, key, n) ? 0 : -ENOMEM;
 }
 
+/* Decodes the base64 data member of a logs result into an owned *buf
+ * (free(); NULL when empty). Returns 0 or an exit code. */
+static int
+decode_data(struct cli *c, const cJSON *res, char **buf, size_t *n)
+{
+    const char *data = json_str(res, "data");
+    size_t len;
+
+    *buf = NULL;
+    *n = 0;
+    if (data == NULL || (len = strlen(data)) == 0)
+        return 0;
+    if ((*buf = malloc(base64_decoded_max(len) + 1)) == NULL)
+        return cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+    if (base64_decode(data, len, *buf, n) < 0) {
+        free(*buf);
+        *buf = NULL;
+        return cli_errorf(c, EXIT_PROTOCOL, "bad reply from jobqd: log data is not base64");
+    }
+    return 0;
+}
+
+/* The bytes of a whole log, for `logs --json` without --follow. */
+struct logbuf {
+    char *b; /* owned */
+    size_t n;
+};
+
+/* Puts out one logs result: its bytes as they are; with --json and
+ * --follow, the result itself on one line (NDJSON), skipping the empty
+ * ones of a hold that ran out; with --json alone, its bytes go into acc to
+ * be printed as one result at the end. */
+static int
+emit(struct cli *c, struct req *r, const cJSON *res, struct logbuf *acc)
+{
+    char *buf, *line;
+    size_t n;
+    int code;
+
+    if (c->json && r->follow) {
+        const char *data = json_str(res, "data");
+        if ((data == NULL || *data == '\0') && !json_bool(res, "done"))
+            return 0;
+        if ((line = cJSON_PrintUnformatted(res)) == NULL)
+            return cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+        fprintf(c->out, "%s\n", line);
+        free(line);
+        return 0;
+    }
+    if ((code = decode_data(c, res, &buf, &n)) != 0 || n == 0)
+        return code;
+    if (!c->json) {
+        fwrite(buf, 1, n, c->out);
+    } else {
+        char *nb = realloc(acc->b, acc->n + n);
+        if (nb == NULL) {
+            free(buf);
+            return cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+        }
+        memcpy(nb + acc->n, buf, n);
+        acc->b = nb;
+        acc->n += n;
+    }
+    free(buf);
+    return 0;
+}
+
+/* Prints the last result of a whole read with offset 0 and data holding
+ * every byte read, as if one call had returned the whole log. */
+static int
+emit_whole(struct cli *c, cJSON *last, const struct logbuf *acc)
+{
+    char *data = malloc(base64_encoded_len(acc->n) + 1);
+    cJSON *d;
+
+    if (data == NULL)
+        return cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+    base64_encode(acc->b, acc->n, data);
+    d = cJSON_CreateString(data);
+    free(data);
+    if (d == NULL || !cJSON_ReplaceItemInObjectCaseSensitive(last, "data", d)) {
+        cJSON_Delete(d); /* not attached */
+        return cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+    }
+    if (set_num(last, "offset", 0) < 0)
+        return cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+    fmt_json(c->out, last);
+    return 0;
+}
+
 static int
 logs_run(struct cli *c, struct req *r)
 {
     bool fixed = cJSON_HasObjectItem(r->params, "attempt"), next_attempt = false;
     int64_t attempt = json_int(r->params, "attempt", 0), offset = 0;
     cJSON *res = NULL, *params = NULL;
+    struct logbuf acc = {0};
     struct rpc_error e = {0};
     int code, rc;
 
@@ -143,7 +216,7 @@ logs_run(struct cli *c, struct req *r)
             code = cli_fail(c, rc, &e);
             break;
         }
-        if ((code = write_data(c, res)) != 0)
+        if ((code = emit(c, r, res, &acc)) != 0)
             break;
         if (r->follow)
             fflush(c->out);
@@ -170,6 +243,9 @@ logs_run(struct cli *c, struct req *r)
         cJSON_Delete(res);
         res = NULL;
     }
+    if (code == EXIT_OK && c->json && !r->follow && res != NULL)
+        code = emit_whole(c, res, &acc);
+    free(acc.b);
     rpc_error_clear(&e);
     cJSON_Delete(res);
     return code;
@@ -177,10 +253,16 @@ logs_run(struct cli *c, struct req *r)
 
 const struct cmd_entry cmd_logs_entry = {
     .name = "logs",
-    .args = "ID [--attempt N] [--follow]",
+    .args = "ID [--attempt N] [--follow] [--json]",
     .summary = "captured stdout and stderr of a job, byte for byte",
     .help = "  --attempt N         that attempt (default: the latest)\n"
-            "  -f, --follow        keep printing new output until the job finishes\n",
+            "  -f, --follow        keep printing new output until the job finishes\n"
+            "  --json              print the result of the protocol's logs method\n"
+            "                      (docs/PROTOCOL.md 7.4: id, attempt, offset,\n"
+            "                      next_offset, data in base64, eof, done, truncated,\n"
+            "                      state) for the whole log; with --follow, one such\n"
+            "                      object per line (NDJSON) for each chunk of output\n"
+            "                      and for the end of each attempt\n",
     .parse = logs_parse,
     .run = logs_run,
 };

@@ -376,8 +376,8 @@ test_logs_show_pause_purge_parse(void **state)
     PARSE_FAILS("--state: \"running\" is not a final state; only succeeded, failed and canceled "
                 "jobs can be purged",
                 "purge", "--state", "running");
-    PARSE_FAILS("logs: one job id at a time; usage: jobq logs ID [--attempt N] [--follow]", "logs",
-                "1", "2");
+    PARSE_FAILS("logs: one job id at a time; usage: jobq logs ID [--attempt N] [--follow] [--json]",
+                "logs", "1", "2");
     PARSE_FAILS("resume: no queue given; usage: jobq resume QUEUE", "resume");
 }
 

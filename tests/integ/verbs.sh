@@ -36,6 +36,21 @@ id=$(jq submit -- sh -c 'echo out; echo err >&2; exit 3')
 jq wait "$id" 2>/dev/null
 expect "wait: exit status of a failed job" 3 $?
 expect "logs: stdout and stderr interleaved" "$(printf 'out\nerr')" "$(jq logs "$id")"
+# logs --json: the logs result of PROTOCOL 7.4 for the whole log, data in base64
+out=$(jq logs --json "$id")
+expect "logs --json: the whole log in base64" "$(printf 'out\nerr\n' | base64) 1 true" \
+    "$("$JGET" .data <<<"$out") $("$JGET" .attempt <<<"$out") $("$JGET" .done <<<"$out")"
+# logs --follow --json: one object per line, across attempts, the last one done
+id=$(jq submit --attempts 2 --backoff 10ms -- sh -c 'echo "try $JOBQ_ATTEMPT"; sleep 0.2; exit 1')
+lines=$(timeout 20 "$JOBQ" --socket "$SOCK" logs --follow --json "$id")
+data="" ends=""
+while IFS= read -r l; do
+    d=$("$JGET" .data <<<"$l" | base64 -d | tr -d '\n')
+    [ -n "$d" ] && data="$data $("$JGET" .attempt <<<"$l"):$d"
+    [ "$("$JGET" .done <<<"$l")" = true ] && ends="$ends $("$JGET" .attempt <<<"$l")"
+done <<<"$lines"
+expect "logs --follow --json: NDJSON, the output of each attempt, then its end" \
+    " 1:try 1 2:try 2 / 1 2" "$data /$ends"
 
 jq submit --wait -- sh -c 'exit 7' >/dev/null 2>&1
 expect "submit --wait: exit status" 7 $?
