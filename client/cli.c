@@ -109,7 +109,8 @@ cli_help(FILE *out, const struct cmd_entry *cmd)
         fputs(help_rest, out);
         return;
     }
-    fprintf(out, "usage: jobq %s %s\n\n%s\n", cmd->name, cmd->args, cmd->summary);
+    fprintf(out, "usage: jobq %s%s%s\n\n%s\n", cmd->name, cmd->args[0] != '\0' ? " " : "",
+            cmd->args, cmd->summary);
     fprintf(out, "\noptions:\n%s", cmd->help);
     fputs("  --json              print JSON instead of text\n"
           "  --socket PATH       the daemon's socket (see 'jobq help')\n"

@@ -54,19 +54,23 @@ plain_parse(struct cli *c, struct req *r, int argc, char **argv, char *why, size
 static void
 print_pairs(FILE *out, const char *label, const cJSON *obj)
 {
+    const char *sep = " "; /* two spaces between pairs, none at the end */
     const cJSON *v;
 
     fprintf(out, "%-12s", label);
     cJSON_ArrayForEach (v, obj) {
         if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) &&
             fabs(v->valuedouble) < 1e15)
-            fprintf(out, " %s %lld ", v->string, (long long)v->valuedouble);
+            fprintf(out, "%s%s %lld", sep, v->string, (long long)v->valuedouble);
         else if (cJSON_IsNumber(v))
-            fprintf(out, " %s %.2f ", v->string, v->valuedouble);
+            fprintf(out, "%s%s %.2f", sep, v->string, v->valuedouble);
         else if (cJSON_IsString(v))
-            fprintf(out, " %s %s ", v->string, v->valuestring);
+            fprintf(out, "%s%s %s", sep, v->string, v->valuestring);
         else if (cJSON_IsBool(v))
-            fprintf(out, " %s %s ", v->string, cJSON_IsTrue(v) ? "yes" : "no");
+            fprintf(out, "%s%s %s", sep, v->string, cJSON_IsTrue(v) ? "yes" : "no");
+        else
+            continue;
+        sep = "  ";
     }
     fputc('\n', out);
 }
@@ -117,7 +121,8 @@ stats_print(const struct cli *c, const cJSON *s, FILE *out)
 
     fprintf(out, "%-12s", "jobs");
     for (size_t i = 0; i < NSTATES; i++)
-        fprintf(out, " %s %lld ", state_order[i], (long long)json_int(states, state_order[i], 0));
+        fprintf(out, "%s%s %lld", i == 0 ? " " : "  ", state_order[i],
+                (long long)json_int(states, state_order[i], 0));
     fputc('\n', out);
     fprintf(out, "%-12s %lld of %lld at once\n", "running", (long long)json_int(s, "running", 0),
             (long long)json_int(s, "concurrency", 0));

@@ -30,7 +30,7 @@ show_parse(struct cli *c, struct req *r, int argc, char **argv, char *why, size_
     if ((rc = key) < 0)
         goto out;
     if (it.npos == 0 && !r->help) {
-        snprintf(why, whylen, "show: no job id given; usage: jobq show ID [--json]");
+        snprintf(why, whylen, "show: no job id given; usage: jobq show ID... [--json]");
         rc = -EINVAL;
         goto out;
     }

@@ -148,6 +148,11 @@ expect "submit --batch: nothing submitted after a bad spec" "$before" "$(jq list
 
 # stats
 if jq stats --json | "$JGET" .states.succeeded >/dev/null; then pass "stats --json"; else fail "stats --json" "no states"; fi
+expect "stats, help ping, help version: no line ends in a space" 0 \
+    "$({ jq stats; jq help ping; jq help version; } | grep -c ' $')"
+expect "show: the usage in the error matches help" "jobq: show: no job id given; usage: jobq show ID... [--json]" \
+    "$(jq show 2>&1)"
+expect "help show: usage" "usage: jobq show ID... [--json]" "$(jq help show | head -1)"
 
 # purge
 before=$(jq list --state canceled --json | "$JGET" .#)
