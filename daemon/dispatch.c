@@ -209,10 +209,11 @@ on_started(void *arg, pid_t pgid)
     pthread_mutex_lock(&dp->lock);
     r->pgid = pgid;
     pthread_mutex_unlock(&dp->lock);
-    /* Durable before the job can outlive a crash of ours: recovery kills
-     * this group before the job runs again. */
-    if ((rc = store_set_pgid(dp->d->store, r->job->id, r->attempt, (int32_t)pgid)) < 0 &&
-        rc != -ESTALE)
+    /* For the record only: recovery finds a job's leftovers by their
+     * environment marker, never by a stored pgid (exec_proc.c says why),
+     * so the record may ride in the store's next group instead of
+     * costing a commit of its own. */
+    if ((rc = store_set_pgid_lazy(dp->d->store, r->job->id, r->attempt, (int32_t)pgid)) < 0)
         log_warn("job.pgid_not_recorded", "id=%" PRId64 " attempt=%d pgid=%d err=%s", r->job->id,
                  r->attempt, (int)pgid, log_q(strerror(-rc)));
     events_notify(dp->d->events, r->job->id);

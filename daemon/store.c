@@ -28,7 +28,8 @@
 #include "jobq/store.h"
 
 /* A write request. It lives on its caller's stack, which stays put while
- * the caller is parked, so the writer reads and writes it in place. */
+ * the caller is parked, so the writer reads and writes it in place; or,
+ * lazy, on the heap, owned by the queue and freed by the writer. */
 struct store_req {
     struct store_req *next;
     /* Runs on the writer inside the request's savepoint. */
@@ -39,6 +40,10 @@ struct store_req {
     /* A claim or a pgid record: its group may commit without an fsync
      * (set_durable in store.h says why that is safe). */
     bool relaxed;
+    /* Nobody waits for it (wg is NULL): it rides in the next group, or
+     * commits on its own once it has waited JOBQ_STORE_LAZY_MS. */
+    bool lazy;
+    int64_t queued_ns; /* lazy: when it was queued */
 };
 
 struct store {
@@ -57,6 +62,7 @@ struct store {
     pthread_cond_t cv;
     struct store_req *head, *tail;
     size_t qlen;
+    size_t nlazy; /* lazy requests among the qlen queued */
     bool stopping;
     bool idle;            /* the writer is waiting on cv: signal it */
     size_t gather_target; /* the writer waits for this many requests: signal it */
@@ -65,6 +71,7 @@ struct store {
     uint64_t since_checkpoint;
     int checkpoint_backoff; /* busy RESTARTs in a row since the last one that ran */
     long gather_ns;
+    int64_t lazy_ns;
 
     /* Read connections, opened on demand up to nreaders. */
     pthread_mutex_t rmu;
@@ -75,6 +82,7 @@ struct store {
     _Atomic int64_t max_queued;
     _Atomic int fatal; /* 0, or -EIO once a sync failed: no more writes */
     _Atomic uint64_t commits, commit_failures, requests, max_group, checkpoints, commit_ns;
+    _Atomic uint64_t lazy_failures;
 };
 
 bool
@@ -119,7 +127,8 @@ mono_ns(void)
 struct group {
     struct store_req *head, *tail;
     uint64_t n;
-    int broken; /* a storage error: the whole group fails with it */
+    uint64_t nlazy; /* of n: lazy requests, whose owners are not coming back */
+    int broken;     /* a storage error: the whole group fails with it */
 };
 
 /* Takes up to max queued requests, in order. Called with mu held. */
@@ -132,8 +141,10 @@ take(struct store *st, uint64_t max, uint64_t *n)
     if (batch == NULL || max == 0)
         return NULL;
     *n = 1;
+    st->nlazy -= last->lazy;
     while (last->next != NULL && *n < max) {
         last = last->next;
+        st->nlazy -= last->lazy;
         ++*n;
     }
     st->head = last->next;
@@ -155,8 +166,10 @@ group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n
         g->tail->next = batch;
     else
         g->head = batch;
-    for (struct store_req *r = batch; r != NULL; r = r->next)
+    for (struct store_req *r = batch; r != NULL; r = r->next) {
         g->tail = r;
+        g->nlazy += r->lazy;
+    }
     g->n += n;
     for (struct store_req *r = batch; r != NULL && !g->broken; r = r->next) {
         if ((rc = ops->txn(st->w, STORE_SAVEPOINT)) < 0) {
@@ -227,7 +240,14 @@ group_end(struct store *st, struct group *g)
     }
     for (r = g->head; r != NULL; r = next) {
         next = r->next; /* r is gone once its caller wakes */
-        wg_done(r->wg);
+        if (!r->lazy) {
+            wg_done(r->wg);
+            continue;
+        }
+        /* -ESTALE: the attempt ended first; nothing left to record. */
+        if (r->rc < 0 && r->rc != -ESTALE)
+            atomic_fetch_add(&st->lazy_failures, 1);
+        free(r);
     }
 }
 
@@ -287,6 +307,38 @@ wait_idle(struct store *st)
 }
 
 /*
+ * Waits until there is a group to run: a request whose caller waits, lazy
+ * requests that have waited lazy_ns, or the end. Lazy requests
+ * alone do not start a transaction before then: they ride in the next
+ * group someone waits for, which is what saves the commit. Called with mu
+ * held.
+ */
+static void
+wait_work(struct store *st)
+{
+    while (!st->stopping) {
+        struct timespec ts;
+        int64_t due;
+
+        if (st->head == NULL) {
+            wait_idle(st);
+            continue;
+        }
+        if (st->qlen > st->nlazy)
+            return;
+        /* Only lazy ones, in order: the head is the oldest. */
+        due = st->head->queued_ns + st->lazy_ns;
+        if (mono_ns() >= due)
+            return;
+        ts.tv_sec = due / 1000000000;
+        ts.tv_nsec = due % 1000000000;
+        st->idle = true; /* an arrival someone waits for must wake us */
+        pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+        st->idle = false;
+    }
+}
+
+/*
  * While the group is open and smaller than the last one, waits (at most
  * until deadline) for more requests to run in it. The requesters of the
  * last group are on their way back with their next request: committing
@@ -324,8 +376,7 @@ writer_main(void *arg)
         bool relaxed;
         int rc;
 
-        while (st->head == NULL && !st->stopping)
-            wait_idle(st);
+        wait_work(st);
         if (st->head == NULL)
             break; /* stopping, and everything is answered */
         batch = take(st, JOBQ_STORE_BATCH_MAX_REQS, &n);
@@ -367,7 +418,7 @@ writer_main(void *arg)
         }
         group_end(st, &g);
         if (!st->relaxed_now)
-            last_n = g.n; /* the gathering target follows durable groups */
+            last_n = g.n - g.nlazy; /* the gathering target follows durable groups */
         if (st->since_checkpoint >= every << st->checkpoint_backoff)
             checkpoint(st);
         pthread_mutex_lock(&st->mu);
@@ -423,6 +474,44 @@ static int
 store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void *), void *arg)
 {
     return store_call_as(st, fn, arg, false);
+}
+
+/* Queues req (lazy, on the heap) and returns at once: the writer owns it
+ * from here and frees it after its group. On failure req is freed. */
+static int
+store_call_lazy(struct store *st, struct store_req *req)
+{
+    bool wake;
+    int rc;
+
+    req->lazy = true;
+    req->relaxed = true;
+    req->queued_ns = mono_ns();
+    if ((rc = atomic_load(&st->fatal)) < 0) {
+        free(req);
+        return rc;
+    }
+    pthread_mutex_lock(&st->mu);
+    if (st->stopping) {
+        pthread_mutex_unlock(&st->mu);
+        free(req);
+        return -ESHUTDOWN;
+    }
+    /* A writer asleep on an empty queue may sleep without a timeout: it
+     * must learn of the lazy request to commit it in time. A writer that
+     * is busy, or already waiting for lazy ones, finds it anyway. */
+    wake = st->idle && st->head == NULL;
+    if (st->tail != NULL)
+        st->tail->next = req;
+    else
+        st->head = req;
+    st->tail = req;
+    st->qlen++;
+    st->nlazy++;
+    pthread_mutex_unlock(&st->mu);
+    if (wake)
+        pthread_cond_signal(&st->cv);
+    return 0;
 }
 
 /* ---- reads ------------------------------------------------------------- */
@@ -567,6 +656,7 @@ store_new(const struct store_opts *opts, struct store **out, char *why, size_t w
     st->gather_ns = opts->gather_us < 0   ? 0
                     : opts->gather_us > 0 ? (long)opts->gather_us * 1000
                                           : (long)JOBQ_STORE_GATHER_US * 1000;
+    st->lazy_ns = (int64_t)(opts->lazy_ms > 0 ? opts->lazy_ms : JOBQ_STORE_LAZY_MS) * 1000000;
     if ((st->rfree = calloc((size_t)st->nreaders, sizeof(*st->rfree))) == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -761,6 +851,21 @@ store_set_pgid(struct store *st, int64_t id, int32_t attempt, int32_t pgid)
     struct pgid_args a = {.id = id, .attempt = attempt, .pgid = pgid};
 
     return store_call_as(st, pgid_fn, &a, true);
+}
+
+int
+store_set_pgid_lazy(struct store *st, int64_t id, int32_t attempt, int32_t pgid)
+{
+    struct lazy_pgid {
+        struct store_req req;
+        struct pgid_args a;
+    } *l = calloc(1, sizeof(*l));
+
+    if (l == NULL)
+        return -ENOMEM;
+    l->a = (struct pgid_args){.id = id, .attempt = attempt, .pgid = pgid};
+    l->req = (struct store_req){.fn = pgid_fn, .arg = &l->a, .rc = -EIO};
+    return store_call_lazy(st, &l->req);
 }
 
 struct complete_args {
@@ -1070,6 +1175,7 @@ store_stats(struct store *st, struct store_who who, struct store_stats *out)
         return rc;
     out->commits = atomic_load(&st->commits);
     out->commit_failures = atomic_load(&st->commit_failures);
+    out->lazy_failures = atomic_load(&st->lazy_failures);
     out->requests = atomic_load(&st->requests);
     out->max_group = atomic_load(&st->max_group);
     out->checkpoints = atomic_load(&st->checkpoints);

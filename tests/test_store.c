@@ -1671,6 +1671,114 @@ test_front_submit_claim_complete_get(void **state)
     assert_int_equal(store_verify(fx->st, why, sizeof(why)), 0);
 }
 
+/* Claims one job on the front and returns its id (attempt 1 open). */
+static int64_t
+front_claim_one(struct fx *fx)
+{
+    struct job_spec sp = spec_q("q", 0);
+    int64_t id = front_submit(fx, &sp);
+    struct job *j[2];
+    int n;
+    assert_int_equal(store_claim(fx->st, job_now_ms(), 2, j, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(j[0]->id, id);
+    job_free(j[0]);
+    return id;
+}
+
+static int32_t
+front_pgid(struct fx *fx, int64_t id)
+{
+    struct job *g = NULL;
+    int32_t pgid;
+    assert_int_equal(store_get(fx->st, admin, id, &g), 0);
+    assert_true(g->nattempts >= 1);
+    pgid = g->attempts[0].pgid;
+    job_free(g);
+    return pgid;
+}
+
+static void
+front_reopen_lazy(struct fx *fx, int lazy_ms)
+{
+    store_free(fx->st);
+    fx->st = NULL;
+    fx->opts.lazy_ms = lazy_ms;
+    front_open(fx);
+}
+
+/* A lazy record costs no commit of its own: it rides in the next group,
+ * ahead of what was queued after it (here the completion that closes its
+ * attempt, which would make it stale if it came second). */
+static void
+test_front_lazy_pgid_rides_in_next_group(void **state)
+{
+    struct fx *fx = *state;
+    struct store_stats a, b;
+    int64_t id;
+
+    front_reopen_lazy(fx, 600000); /* it can only ride, never go alone */
+    id = front_claim_one(fx);
+    assert_int_equal(store_stats(fx->st, admin, &a), 0);
+    assert_int_equal(store_set_pgid_lazy(fx->st, id, 1, 4321), 0);
+    struct store_completion c = {
+        .id = id, .attempt = 1, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED};
+    assert_int_equal(store_complete(fx->st, &c), 0);
+    assert_int_equal(store_stats(fx->st, admin, &b), 0);
+    assert_int_equal(b.commits, a.commits + 1);
+    assert_int_equal(b.requests, a.requests + 2);
+    assert_int_equal(b.lazy_failures, 0);
+    stats_release(&a);
+    stats_release(&b);
+    assert_int_equal(front_pgid(fx, id), 4321);
+}
+
+/* With nothing else to ride in, it commits on its own once it has waited. */
+static void
+test_front_lazy_pgid_commits_alone(void **state)
+{
+    struct fx *fx = *state;
+    int64_t id, deadline;
+
+    front_reopen_lazy(fx, 20);
+    id = front_claim_one(fx);
+    assert_int_equal(store_set_pgid_lazy(fx->st, id, 1, 777), 0);
+    deadline = job_now_ms() + 10000;
+    while (front_pgid(fx, id) != 777 && job_now_ms() < deadline)
+        usleep(5000);
+    assert_int_equal(front_pgid(fx, id), 777);
+    /* A stale record (the attempt is not open) is dropped, not a failure. */
+    assert_int_equal(store_set_pgid_lazy(fx->st, id, 9, 1), 0);
+    deadline = job_now_ms() + 10000;
+    struct store_stats st;
+    for (;;) {
+        assert_int_equal(store_stats(fx->st, admin, &st), 0);
+        uint64_t commits = st.commits;
+        stats_release(&st);
+        if (commits >= 4 || job_now_ms() >= deadline)
+            break;
+        usleep(5000);
+    }
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_true(st.commits >= 4); /* submit, claim, pgid, the stale one */
+    assert_int_equal(st.lazy_failures, 0);
+    stats_release(&st);
+}
+
+/* Closing the store commits what is still queued: nothing is dropped. */
+static void
+test_front_lazy_pgid_flushed_at_close(void **state)
+{
+    struct fx *fx = *state;
+    int64_t id;
+
+    front_reopen_lazy(fx, 600000);
+    id = front_claim_one(fx);
+    assert_int_equal(store_set_pgid_lazy(fx->st, id, 1, 555), 0);
+    front_reopen_lazy(fx, 0);
+    assert_int_equal(front_pgid(fx, id), 555);
+}
+
 static void
 test_front_rejects_bad_spec_before_sql(void **state)
 {
@@ -2537,6 +2645,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_reader_sees_committed_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_stays_bounded_with_open_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_front_submit_claim_complete_get, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_lazy_pgid_rides_in_next_group, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_lazy_pgid_commits_alone, setup_front, teardown),
+        cmocka_unit_test_setup_teardown(test_front_lazy_pgid_flushed_at_close, setup_front,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_rejects_bad_spec_before_sql, setup_front,
                                         teardown),

@@ -91,6 +91,9 @@ struct store_opts {
      * come back before it starts the next; 0: JOBQ_STORE_GATHER_US, < 0:
      * never. */
     int gather_us;
+    /* How long a lazy write waits for a group to ride in; 0:
+     * JOBQ_STORE_LAZY_MS. */
+    int lazy_ms;
     /* Skip the integrity check at open (benchmarks reopening a database
      * they just built); the product always checks. */
     bool skip_check;
@@ -202,6 +205,7 @@ struct store_stats {
      * commit at work. */
     uint64_t commits;
     uint64_t commit_failures;
+    uint64_t lazy_failures; /* lazy requests (store_set_pgid_lazy) that failed */
     uint64_t requests;
     uint64_t max_group;
     uint64_t checkpoints;
@@ -260,6 +264,14 @@ int store_submit_batch(struct store *st, const struct job_spec *specs, size_t n,
 int store_claim(struct store *st, int64_t now, int max, struct job **jobs, int *n);
 /* Records the process group of an open attempt (-ESTALE if not open). */
 int store_set_pgid(struct store *st, int64_t id, int32_t attempt, int32_t pgid);
+/*
+ * The same without waiting: the record rides in the writer's next group,
+ * or commits on its own once it has waited JOBQ_STORE_LAZY_MS, and always
+ * before any request queued after it. Returns 0 once queued, or the
+ * store's fatal error, -ESHUTDOWN, -ENOMEM; a record that fails later
+ * (-ESTALE aside) counts in store_stats.lazy_failures.
+ */
+int store_set_pgid_lazy(struct store *st, int64_t id, int32_t attempt, int32_t pgid);
 /* Ends an open attempt, fenced by (id, attempt): -ESTALE, and nothing
  * changes, if it is not the job's open attempt. Borrows c. */
 int store_complete(struct store *st, const struct store_completion *c);
