@@ -39,6 +39,10 @@
 #define API_LOGS_WAIT_MAX_MS 3600000
 /* A list page stops growing near this many bytes of reply. */
 #define API_REPLY_SOFT_BYTES (1024 * 1024)
+/* A retry held for a stopping attempt waits the kill grace plus this: the
+ * time to reap the killed group and commit the attempt's end, with room
+ * for a loaded machine. */
+#define API_RETRY_STOP_MARGIN_MS 2000
 
 static struct store_who
 who(const struct api_call *c)
@@ -736,6 +740,90 @@ conflict_entry(struct api_call *c, int64_t id, const char *what)
     return rpc_error_object(PROTO_CONFLICT, msg, data);
 }
 
+/* Failed or canceled, with an attempt still open: a cancel's SIGTERM to
+ * SIGKILL is under way, and the job may be retried once it has ended. */
+static bool
+stopping(struct api_call *c, int64_t id)
+{
+    struct job *j = NULL;
+    bool r = false;
+
+    if (store_get(c->d->store, who(c), id, &j) == 0)
+        r = (j->state == JOB_FAILED || j->state == JOB_CANCELED) && !settled(j) &&
+            (j->spec.deadline == 0 || j->spec.deadline > job_now_ms());
+    job_free(j);
+    return r;
+}
+
+/*
+ * store_retry, held while the job's last attempt is being stopped, so that
+ * `jobq cancel ID && jobq retry ID` runs the job again. The store still
+ * refuses while that attempt is open, which keeps the job from running
+ * twice at once; the completion's events_notify wakes us, as it wakes
+ * `wait`. *until (0: not set yet) bounds the hold over all of a call's ids.
+ * Returns store_retry's result, -EINPROGRESS if the bound passed with the
+ * attempt still open, -ESHUTDOWN if the drain began, or -ECANCELED if the
+ * connection went away.
+ */
+static int
+retry_held(struct api_call *c, int64_t id, int64_t *until)
+{
+    struct daemon *d = c->d;
+    struct watcher *w = NULL;
+    int64_t grace = d->exec.kill_grace_ms > 0 ? d->exec.kill_grace_ms : JOBQ_KILL_GRACE_MS;
+    int rc;
+
+    if ((rc = store_retry(d->store, who(c), id)) != -EBUSY || !stopping(c, id))
+        return rc;
+    if ((rc = watcher_new(d->events, &id, 1, &w)) < 0)
+        return rc;
+    if (*until == 0)
+        *until = rt_now_ns() + (grace + API_RETRY_STOP_MARGIN_MS) * 1000000;
+    for (;;) {
+        /* Look again now that we watch: the attempt may have ended since. */
+        if ((rc = store_retry(d->store, who(c), id)) != -EBUSY || !stopping(c, id))
+            break;
+        if (atomic_load(&d->draining)) {
+            rc = -ESHUTDOWN;
+            break;
+        }
+        int64_t left = *until - rt_now_ns();
+        if (left <= 0) {
+            rc = -EINPROGRESS;
+            break;
+        }
+        rc = watcher_wait(w, c->peer->ctx, left);
+        if (rc < 0 && rc != RT_ETIMEDOUT && !atomic_load(&d->draining)) {
+            rc = -ECANCELED;
+            break;
+        }
+    }
+    watcher_free(w);
+    return rc;
+}
+
+/* The per-id error of a retry whose hold ended with the attempt open. */
+static cJSON *
+not_stopped_entry(struct api_call *c, int64_t id, int rc)
+{
+    struct job *j = NULL;
+    char msg[160];
+    cJSON *data;
+
+    if (rc == -ESHUTDOWN)
+        return rpc_error_object(PROTO_SHUTTING_DOWN,
+                                "jobqd is shutting down; retry once it is back", NULL);
+    data = data_id(id);
+    if (data != NULL && store_get(c->d->store, who(c), id, &j) == 0)
+        cJSON_AddStringToObject(data, "state", job_state_name(j->state));
+    if (data != NULL)
+        cJSON_AddStringToObject(data, "reason", "its last attempt is still stopping");
+    job_free(j);
+    snprintf(msg, sizeof(msg), "job %" PRId64 " is still stopping; retry it once it has stopped",
+             id);
+    return rpc_error_object(PROTO_CONFLICT, msg, data);
+}
+
 static cJSON *
 per_id(struct api_call *c, const cJSON *params, bool cancel)
 {
@@ -745,6 +833,7 @@ per_id(struct api_call *c, const cJSON *params, bool cancel)
     size_t n = 0;
     cJSON *result = NULL, *arr;
     bool kick = false;
+    int64_t until = 0;
 
     if (!only(c, params, allowed) || (ids = ids_param(c, params, &n)) == NULL)
         return NULL;
@@ -763,7 +852,7 @@ per_id(struct api_call *c, const cJSON *params, bool cancel)
         if (cancel)
             rc = store_cancel(d->store, who(c), ids[i], &running, NULL);
         else
-            rc = store_retry(d->store, who(c), ids[i]);
+            rc = retry_held(c, ids[i], &until);
         if (rc == 0) {
             const char *st = "canceled";
             struct job *j = NULL;
@@ -798,6 +887,16 @@ per_id(struct api_call *c, const cJSON *params, bool cancel)
                 cJSON_AddItemToObject(e, "error",
                                       rpc_error_object(PROTO_NOT_FOUND, msg, data_id(ids[i])));
             }
+        } else if (rc == -EINPROGRESS || rc == -ESHUTDOWN) {
+            if ((e = cJSON_CreateObject()) != NULL) {
+                cJSON_AddNumberToObject(e, "id", (double)ids[i]);
+                cJSON_AddItemToObject(e, "error", not_stopped_entry(c, ids[i], rc));
+            }
+        } else if (rc == -ECANCELED) {
+            /* The connection is gone: nobody to answer. */
+            if (kick)
+                dispatch_kick(d->dispatch);
+            goto fail;
         } else if (rc == -EALREADY || rc == -EBUSY) {
             if ((e = cJSON_CreateObject()) != NULL) {
                 cJSON_AddNumberToObject(e, "id", (double)ids[i]);

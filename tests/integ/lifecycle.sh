@@ -83,6 +83,19 @@ expect "cancel running: exits 125, attempt outcome canceled" "125 canceled" \
 jq cancel "$id" >/dev/null 2>&1
 expect "cancel twice: no error" 0 $?
 
+# Retry at once after canceling a running job whose TERM trap takes 0.6 s:
+# the daemon holds the retry until the canceled run has ended, then runs
+# it again, never both at once (the runs hold a lock and log their order).
+id=$(jq submit -- sh -c 'exec 9>>rlock; flock -n 9 || echo overlap >>runs
+if [ -e r1 ]; then echo second >>runs; exit 0; fi
+trap "sleep 0.6; echo end1 >>runs; exit 0" TERM; : >r1; sleep 100 & wait')
+until_ok 10 'test -e r1'
+msg=$(jq cancel "$id" >/dev/null && jq retry "$id" 2>&1 >/dev/null)
+expect "cancel && retry of a running job: retry succeeds" "0 " "$? $msg"
+jq wait "$id" >/dev/null 2>&1
+expect "cancel && retry: the job ran again, after the first run ended" \
+    "0 end1 second 2" "$? $(tr '\n' ' ' <runs)$(jq show --json "$id" | "$JGET" .attempts.#)"
+
 # --- priority order -----------------------------------------------------------
 # Queue pq runs one job at a time (--queue pq=1), so the order they run in
 # is the order the dispatcher picked them: highest priority first.
