@@ -237,7 +237,7 @@ check batch_rejection_names_the_line 65 "" \
     "^jobq: $tmp/batch.ndjson:3: jobqd rejected this job: priority: out of range; nothing was submitted$"
 printf '%s\n' '{"command":["a"]}' 'not json' >"$tmp/bad.ndjson"
 jobq submit --batch "$tmp/bad.ndjson"
-check batch_bad_line_is_caught_before_sending 65 "" "^jobq: --batch $tmp/bad.ndjson: line 2: not a JSON object"
+check batch_bad_line_is_caught_before_sending 65 "" "^jobq: --batch $tmp/bad.ndjson: line 2: not valid JSON"
 
 # ---- list, show ----------------------------------------------------------------
 
