@@ -74,9 +74,12 @@ errmsg_format(const char *verb, const struct rpc_error *e, char *buf, size_t len
         return;
     case PROTO_CONFLICT: {
         const char *state = json_str(d, "state");
-        if (id > 0 && state != NULL)
-            snprintf(buf, len, "cannot %s job %lld: %s%s%s%s", verb, id, state_phrase(state), state,
-                     reason != NULL ? "; " : "", reason != NULL ? reason : "");
+        /* jobqd's reason names what stands in the way, the state included
+         * when that is it; the state alone is for a reason-less reply. */
+        if (id > 0 && reason != NULL)
+            snprintf(buf, len, "cannot %s job %lld: %s", verb, id, reason);
+        else if (id > 0 && state != NULL)
+            snprintf(buf, len, "cannot %s job %lld: %s%s", verb, id, state_phrase(state), state);
         else
             snprintf(buf, len, "cannot %s: %s", verb, e->message);
         return;

@@ -721,17 +721,33 @@ out:
 
 /* ---- cancel, retry ---------------------------------------------------- */
 
+/* The per-id conflict of a cancel or retry. Its reason follows from the
+ * job as it is now, so that it names what stands in the way and never
+ * contradicts the state. */
 static cJSON *
-conflict_entry(struct api_call *c, int64_t id, const char *what)
+conflict_entry(struct api_call *c, int64_t id, bool cancel)
 {
     struct job *j = NULL;
-    char msg[200];
+    char msg[200], what[120];
     cJSON *data = data_id(id);
     const char *state = "unknown";
 
     if (store_get(c->d->store, who(c), id, &j) == 0)
         state = job_state_name(j->state);
-    snprintf(msg, sizeof(msg), "job %" PRId64 " is %s: %s", id, state, what);
+    if (j == NULL)
+        snprintf(what, sizeof(what), "its state does not allow it");
+    else if (cancel)
+        snprintf(what, sizeof(what), "it already %s", state);
+    else if (j->state != JOB_FAILED && j->state != JOB_CANCELED)
+        snprintf(what, sizeof(what), "it %s %s; only a failed or canceled job can be retried",
+                 j->state == JOB_SUCCEEDED ? "already" : "is", state);
+    else if (j->spec.deadline > 0 && j->spec.deadline <= job_now_ms())
+        snprintf(what, sizeof(what), "its deadline has passed");
+    else
+        snprintf(what, sizeof(what), "it has had the most attempts a job may have (%d)",
+                 JOBQ_ATTEMPTS_MAX);
+    snprintf(msg, sizeof(msg), "job %" PRId64 " cannot be %s: %s", id,
+             cancel ? "canceled" : "retried", what);
     if (data != NULL) {
         cJSON_AddStringToObject(data, "state", state);
         cJSON_AddStringToObject(data, "reason", what);
@@ -900,12 +916,7 @@ per_id(struct api_call *c, const cJSON *params, bool cancel)
         } else if (rc == -EALREADY || rc == -EBUSY) {
             if ((e = cJSON_CreateObject()) != NULL) {
                 cJSON_AddNumberToObject(e, "id", (double)ids[i]);
-                cJSON_AddItemToObject(
-                    e, "error",
-                    conflict_entry(c, ids[i],
-                                   cancel ? "it already ended"
-                                          : "only a failed or canceled job can be retried "
-                                            "(and not past its deadline)"));
+                cJSON_AddItemToObject(e, "error", conflict_entry(c, ids[i], cancel));
             }
         } else {
             int64_t bad_id = ids[i];

@@ -1263,6 +1263,10 @@ test_error_messages_say_what_to_do(void **state)
     assert_string_equal(
         message_for("cancel", PROTO_CONFLICT, "x", "{\"id\":4,\"state\":\"succeeded\"}"),
         "cannot cancel job 4: it already succeeded");
+    assert_string_equal(message_for("retry", PROTO_CONFLICT, "x",
+                                    "{\"id\":96,\"state\":\"failed\",\"reason\":\"its deadline "
+                                    "has passed\"}"),
+                        "cannot retry job 96: its deadline has passed");
     assert_string_equal(message_for("submit", PROTO_INVALID_PARAMS, "bad",
                                     "{\"field\":\"queue\",\"reason\":\"too long\"}"),
                         "jobqd rejected the request: queue: too long (see 'jobq help submit')");

@@ -82,6 +82,17 @@ jq retry "$id" >/dev/null
 expect "retry: the exit code of the retried job" 0 "$(jq wait "$id" >/dev/null 2>&1; echo $?)"
 expect "retry: two attempts recorded" 2 "$(jq show --json "$id" | "$JGET" .attempts.#)"
 
+# refusals say what stands in the way, without contradicting the state
+msg=$(jq cancel "$id" 2>&1 >/dev/null)
+expect "cancel of a succeeded job: exit 65 and why" "65 jobq: cannot cancel job $id: it already succeeded" "$? $msg"
+msg=$(jq retry "$id" 2>&1 >/dev/null)
+expect "retry of a succeeded job: exit 65 and why" \
+    "65 jobq: cannot retry job $id: it already succeeded; only a failed or canceled job can be retried" "$? $msg"
+id=$(jq submit --deadline +300ms -- sleep 30)
+jq wait "$id" >/dev/null 2>&1
+msg=$(jq retry "$id" 2>&1 >/dev/null)
+expect "retry past the deadline: exit 65 and why" "65 jobq: cannot retry job $id: its deadline has passed" "$? $msg"
+
 # attempts and backoff
 id=$(jq submit --attempts 3 --backoff 50ms -- false)
 jq wait "$id" 2>/dev/null
