@@ -3,7 +3,8 @@
  * [--timeout DUR]`, which holds on the daemon's `wait` until every job is
  * terminal and exits with the outcome of the first job that did not
  * succeed (errmsg.c maps outcomes to codes; `submit --wait` uses it too),
- * and `cancel` and `retry`, which report per job.
+ * and `cancel` and `retry`, which report per job. All three split a long
+ * list into calls of JOBQ_CALL_MAX_IDS ids.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -244,11 +245,7 @@ ids_parse(struct cli *c, struct req *r, int argc, char **argv, char *why, size_t
         opt_common(c, r, key, arg);
     if ((rc = key) < 0 || (rc = parse_ids(r, it.pos, it.npos, why, whylen)) < 0)
         goto out;
-    if (r->nids > JOBQ_CALL_MAX_IDS) {
-        snprintf(why, whylen, "%s: at most %d ids at once", r->cmd->name, JOBQ_CALL_MAX_IDS);
-        rc = -EINVAL;
-        goto out;
-    }
+    /* The params of a list that fits one call; ids_run splits longer ones. */
     if ((r->params = wait_params(r->ids, r->nids, -1)) == NULL)
         rc = -ENOMEM;
 out:
@@ -256,22 +253,15 @@ out:
     return rc;
 }
 
-/* Prints "ID STATE" per job done, one error line per job refused, and
- * exits with the code of the first refusal. */
-static int
-ids_run(struct cli *c, struct req *r)
+/* Prints "ID STATE" per job done and one error line per job refused, for
+ * the results of one call; *first keeps the code of the first refusal. */
+static void
+ids_report(struct cli *c, const cJSON *results, int *first)
 {
-    cJSON *res = NULL, *e;
-    const cJSON *item;
-    int code, first = EXIT_OK;
+    const cJSON *item, *e;
+    int code;
 
-    code = cli_call(c, r->cmd->name, r->params, &res);
-    r->params = NULL;
-    if (code != 0)
-        return code;
-    if (c->json)
-        fmt_json(c->out, res);
-    cJSON_ArrayForEach (item, cJSON_GetObjectItemCaseSensitive(res, "results")) {
+    cJSON_ArrayForEach (item, results) {
         if ((e = cJSON_GetObjectItemCaseSensitive(item, "error")) == NULL) {
             if (!c->json)
                 fprintf(c->out, "%lld %s\n", (long long)json_int(item, "id", 0),
@@ -286,18 +276,59 @@ ids_run(struct cli *c, struct req *r)
                  json_str(e, "message") != NULL ? json_str(e, "message") : "refused");
         fflush(c->out);
         code = cli_fail(c, -EREMOTEIO, &err);
-        if (first == EXIT_OK)
-            first = code;
+        if (*first == EXIT_OK)
+            *first = code;
     }
+}
+
+/* Calls cancel or retry with JOBQ_CALL_MAX_IDS ids at a time, as `wait`
+ * does, reports per job and exits with the code of the first refusal; a
+ * call that fails as a whole stops there with its code. --json prints the
+ * calls' results merged into one {"results": [...]}. */
+static int
+ids_run(struct cli *c, struct req *r)
+{
+    cJSON *all = NULL, *res = NULL, *params, *results = NULL;
+    int code = EXIT_OK, first = EXIT_OK;
+
+    if ((all = cJSON_CreateObject()) == NULL ||
+        (results = cJSON_AddArrayToObject(all, "results")) == NULL) {
+        code = cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < r->nids; i += JOBQ_CALL_MAX_IDS) {
+        size_t k = r->nids - i < JOBQ_CALL_MAX_IDS ? r->nids - i : JOBQ_CALL_MAX_IDS;
+        if ((params = wait_params(r->ids + i, k, -1)) == NULL) {
+            code = cli_errorf(c, EXIT_PROTOCOL, "out of memory");
+            goto out;
+        }
+        if ((code = cli_call(c, r->cmd->name, params, &res)) != 0)
+            goto out;
+        ids_report(c, cJSON_GetObjectItemCaseSensitive(res, "results"), &first);
+        if (c->json) {
+            cJSON *item;
+            while ((item = cJSON_DetachItemFromArray(
+                        cJSON_GetObjectItemCaseSensitive(res, "results"), 0)) != NULL)
+                cJSON_AddItemToArray(results, item);
+        }
+        cJSON_Delete(res);
+        res = NULL;
+    }
+    code = first;
+out:
+    if (c->json && cJSON_GetArraySize(results) > 0)
+        fmt_json(c->out, all);
     cJSON_Delete(res);
-    return first;
+    cJSON_Delete(all);
+    return code;
 }
 
 const struct cmd_entry cmd_cancel_entry = {
     .name = "cancel",
     .args = "ID...",
     .summary = "cancel jobs: a queued one never runs, a running one is terminated",
-    .help = "  (prints \"ID canceled\" per job)\n",
+    .help = "  (prints \"ID canceled\" per job; more than 1000 ids go in several\n"
+            "  requests of 1000)\n",
     .parse = ids_parse,
     .run = ids_run,
 };
@@ -306,7 +337,8 @@ const struct cmd_entry cmd_retry_entry = {
     .name = "retry",
     .args = "ID...",
     .summary = "run failed or canceled jobs again",
-    .help = "  (prints \"ID queued\" per job; a job out of attempts gets one more)\n",
+    .help = "  (prints \"ID queued\" per job; a job out of attempts gets one more;\n"
+            "  more than 1000 ids go in several requests of 1000)\n",
     .parse = ids_parse,
     .run = ids_run,
 };

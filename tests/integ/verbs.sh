@@ -170,6 +170,15 @@ before=$(jq list --state canceled --json | "$JGET" .#)
 jq purge --state canceled >/dev/null
 expect "purge: canceled jobs are gone" "1 0" "$before $(jq list --state canceled --json | "$JGET" .#)"
 
+# cancel and retry of more than one request's 1000 ids: several requests
+jq pause many >/dev/null
+ids=$(for i in $(seq 1001); do echo '{"command":["true"]}'; done | jq submit --batch - --queue many)
+jq cancel $ids >"$T/cancel.out"
+expect "cancel of 1001 ids: exit 0, one line each" "0 1001" "$? $(grep -c ' canceled$' "$T/cancel.out")"
+expect "retry of 1001 ids --json: one results array" 1001 "$(jq retry --json $ids | "$JGET" .results.#)"
+jq cancel $ids >/dev/null
+jq resume many >/dev/null
+
 # exit codes of client-side errors
 jq show 999999 >/dev/null 2>&1
 expect "unknown job exits 66" 66 $?
