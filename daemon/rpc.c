@@ -278,16 +278,26 @@ rpc_handle(struct daemon *d, const struct rpc_peer *peer, const char *line, size
     char why[160];
     cJSON *req = NULL, *reply = NULL;
     char *out = NULL;
+    const char *end = NULL;
 
     *oom = false;
     if (rpc_check_text(line, len, why, sizeof(why)) < 0) {
         reply = reply_error(NULL, PROTO_PARSE_ERROR, "parse error", "reason", why);
         goto out;
     }
-    if ((req = cJSON_ParseWithLength(line, len)) == NULL) {
+    if ((req = cJSON_ParseWithLengthOpts(line, len, &end, false)) == NULL) {
         reply = reply_error(NULL, PROTO_PARSE_ERROR, "parse error", "reason", "not valid JSON");
         goto out;
     }
+    /* cJSON stops after the first value; two messages run together or
+     * trailing garbage would otherwise lose the rest of the line unseen. */
+    for (const char *p = end; p < line + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            snprintf(why, sizeof(why), "text after the JSON value at offset %zu",
+                     (size_t)(p - line));
+            reply = reply_error(NULL, PROTO_PARSE_ERROR, "parse error", "reason", why);
+            goto out;
+        }
     if (cJSON_IsArray(req)) {
         const cJSON *r;
         if (cJSON_GetArraySize(req) == 0) {

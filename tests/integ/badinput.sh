@@ -31,6 +31,15 @@ anon_kib() { awk '/^RssAnon/ {print $2}' "/proc/$DAEMON_PID/status"; }
 base_anon=$(anon_kib)
 
 expect "garbage: parse error" -32700 "$(reply 'this is not json\n' | code_of)"
+# A line holds one JSON text: two run together, or trailing garbage, get
+# one parse error with id null (nothing of the line is carried out).
+out=$(reply '{"jsonrpc":"2.0","id":1,"method":"ping"}{"jsonrpc":"2.0","id":2,"method":"ping"}\n{"jsonrpc":"2.0","id":"after","method":"ping"}\n' 2)
+expect "two messages on one line: one parse error, id null" "-32700 null after" \
+    "$(echo "$out" | head -1 | code_of) $(echo "$out" | head -1 | "$JGET" .id) $(echo "$out" | sed -n 2p | "$JGET" .id)"
+expect "trailing garbage after the JSON text: parse error" -32700 \
+    "$(reply '{"jsonrpc":"2.0","id":1,"method":"ping"} x\n' | code_of)"
+expect "trailing spaces, tab and CR after the JSON text: answered" pong \
+    "$(reply '{"jsonrpc":"2.0","id":1,"method":"ping"}  \x09 \x0d\n' | "$JGET" .result)"
 expect "invalid UTF-8: parse error" -32700 "$(reply '{"jsonrpc":"2.0","id":1,"method":"ping","x":"\xc3\x28"}\n' | code_of)"
 expect "NUL escape in a string: parse error" -32700 \
     "$(reply '{"jsonrpc":"2.0","id":1,"method":"submit","params":{"command":["a\u0000b"]}}\n' | code_of)"
@@ -63,7 +72,7 @@ expect "... and the same connection answers the next request" 1 \
 
 # Byte by byte (5 ms apart, a CR before the line feed, a two-byte UTF-8
 # character split across reads): framing waits for the line feed.
-out=$("$PROBE" "$SOCK" trickle '{"jsonrpc":"2.0","id":"\xc3\xa9","method":"ping"}\r\n' 5 2>/dev/null)
+out=$("$PROBE" "$SOCK" trickle '{"jsonrpc":"2.0","id":"\xc3\xa9","method":"ping"}\x0d\n' 5 2>/dev/null)
 expect "a request sent byte by byte is answered" pong "$(echo "$out" | head -1 | "$JGET" .result)"
 expect "... with its id intact" "é" "$(echo "$out" | head -1 | "$JGET" .id)"
 
