@@ -5,6 +5,7 @@
  * user and every test.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,6 +238,27 @@ fmt_json(FILE *out, const cJSON *item)
     fputc('\n', out);
     free(s);
     return 0;
+}
+
+cJSON *
+json_id_new(int64_t id)
+{
+    char buf[24];
+
+    snprintf(buf, sizeof(buf), "%" PRId64, id);
+    return cJSON_CreateRaw(buf);
+}
+
+bool
+json_add_id(cJSON *obj, const char *key, int64_t id)
+{
+    cJSON *n = json_id_new(id);
+
+    if (n == NULL || !cJSON_AddItemToObject(obj, key, n)) {
+        cJSON_Delete(n);
+        return false;
+    }
+    return true;
 }
 
 int64_t

@@ -44,6 +44,12 @@ bool json_bool(const cJSON *obj, const char *key);
 /* A time member (RFC 3339 string) as Unix ms; -ENOENT if null or absent,
  * -EINVAL if unreadable. */
 int json_time(const cJSON *obj, const char *key, int64_t *ms);
+/* A job id as a JSON number with all its digits (cJSON's printer keeps
+ * only 15 significant ones). Returns owned (cJSON_Delete), NULL if out of
+ * memory. */
+cJSON *json_id_new(int64_t id);
+/* Adds json_id_new(id) to obj as key; false if out of memory. */
+bool json_add_id(cJSON *obj, const char *key, int64_t id);
 
 /* An aligned table: columns separated by two spaces, the last column cut
  * to fit the width. */

@@ -64,8 +64,7 @@ logs_parse(struct cli *c, struct req *r, int argc, char **argv, char *why, size_
     if (it.npos == 1 && opt_id(it.pos[0], &id, why, whylen) < 0)
         goto out;
     rc = -ENOMEM;
-    if ((r->params = cJSON_CreateObject()) == NULL ||
-        !cJSON_AddNumberToObject(r->params, "id", (double)id) ||
+    if ((r->params = cJSON_CreateObject()) == NULL || !json_add_id(r->params, "id", id) ||
         (attempt > 0 && !cJSON_AddNumberToObject(r->params, "attempt", (double)attempt)) ||
         !cJSON_AddNumberToObject(r->params, "offset", 0) ||
         !cJSON_AddNumberToObject(r->params, "limit", LOGS_CHUNK_BYTES) ||

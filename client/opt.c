@@ -188,14 +188,22 @@ opt_id(const char *arg, int64_t *id, char *why, size_t whylen)
 
     errno = 0;
     n = strtoll(arg, &end, 10);
-    /* 2^53: ids travel as JSON numbers. */
-    if (errno != 0 || end == arg || *end != '\0' || arg[0] == '+' || arg[0] == '-' || n <= 0 ||
-        n > (1LL << 53)) {
+    if (errno == ERANGE && arg[0] >= '0' && arg[0] <= '9' && *end == '\0')
+        goto big;
+    if (errno != 0 || end == arg || *end != '\0' || arg[0] == '+' || arg[0] == '-' || n <= 0) {
         snprintf(why, whylen, "bad job id \"%s\": expected a positive integer like 42", arg);
         return -EINVAL;
     }
+    /* Ids travel as JSON numbers, which other languages read as doubles:
+     * exact only up to 2^53-1 (docs/PROTOCOL.md). */
+    if (n > (1LL << 53) - 1)
+        goto big;
     *id = n;
     return 0;
+big:
+    snprintf(why, whylen, "bad job id \"%s\": too large (ids go up to 9007199254740991, 2^53-1)",
+             arg);
+    return -EINVAL;
 }
 
 static const char *const state_names[] = {"scheduled", "queued", "running", "retrying",

@@ -43,8 +43,8 @@ show_parse(struct cli *c, struct req *r, int argc, char **argv, char *why, size_
     r->nids = it.npos;
     /* The first call's params, for tests; the run builds one per id. */
     rc = -ENOMEM;
-    if (r->nids > 0 && ((r->params = cJSON_CreateObject()) == NULL ||
-                        !cJSON_AddNumberToObject(r->params, "id", (double)r->ids[0])))
+    if (r->nids > 0 &&
+        ((r->params = cJSON_CreateObject()) == NULL || !json_add_id(r->params, "id", r->ids[0])))
         goto out;
     rc = 0;
 out:
@@ -220,7 +220,7 @@ show_run(struct cli *c, struct req *r)
     /* Pipelined: every request goes out before the first reply is read. */
     for (; sent < r->nids; sent++) {
         cJSON *p = cJSON_CreateObject();
-        if (p == NULL || !cJSON_AddNumberToObject(p, "id", (double)r->ids[sent])) {
+        if (p == NULL || !json_add_id(p, "id", r->ids[sent])) {
             cJSON_Delete(p);
             first = cli_errorf(c, EXIT_PROTOCOL, "out of memory");
             goto out;

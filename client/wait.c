@@ -46,7 +46,7 @@ ids_array(const int64_t *ids, size_t n)
     cJSON *a = cJSON_CreateArray();
 
     for (size_t i = 0; a != NULL && i < n; i++)
-        if (!cJSON_AddItemToArray(a, cJSON_CreateNumber((double)ids[i]))) {
+        if (!cJSON_AddItemToArray(a, json_id_new(ids[i]))) {
             cJSON_Delete(a);
             return NULL;
         }

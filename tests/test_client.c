@@ -334,6 +334,22 @@ test_wait_cancel_retry_take_ids(void **state)
     assert_string_equal(params_of(&r), "{\"ids\":[9]}");
     req_clear(&r);
 
+    /* Ids go out with every digit, up to 2^53-1; beyond it, a usage error. */
+    PARSE_OK(&c, &r, "cancel", "9007199254740991", "1000000000000001");
+    assert_string_equal(params_of(&r), "{\"ids\":[9007199254740991,1000000000000001]}");
+    req_clear(&r);
+    PARSE_OK(&c, &r, "logs", "9007199254740991");
+    assert_string_equal(params_of(&r), "{\"id\":9007199254740991,\"offset\":0,\"limit\":262144}");
+    req_clear(&r);
+    PARSE_OK(&c, &r, "show", "9007199254740991");
+    assert_string_equal(params_of(&r), "{\"id\":9007199254740991}");
+    req_clear(&r);
+    PARSE_FAILS("bad job id \"9007199254740992\": too large (ids go up to 9007199254740991, "
+                "2^53-1)",
+                "show", "9007199254740992");
+    PARSE_FAILS("bad job id \"99999999999999999999\": too large (ids go up to 9007199254740991, "
+                "2^53-1)",
+                "wait", "99999999999999999999");
     PARSE_FAILS("bad job id \"x7\": expected a positive integer like 42", "wait", "x7");
     PARSE_FAILS("bad job id \"0\": expected a positive integer like 42", "cancel", "0");
     PARSE_FAILS("wait: no job id given; usage: jobq wait ID... [--timeout DUR]", "wait");

@@ -184,6 +184,11 @@ jq show 999999 >/dev/null 2>&1
 expect "unknown job exits 66" 66 $?
 jq frobnicate >/dev/null 2>&1
 expect "usage error exits 64" 64 $?
+msg=$(jq show 9007199254740992 2>&1 >/dev/null)
+expect "an id over 2^53-1 is a usage error" \
+    '64 jobq: bad job id "9007199254740992": too large (ids go up to 9007199254740991, 2^53-1)' "$? $msg"
+jq show 9007199254740991 >/dev/null 2>&1
+expect "the largest id is asked for: unknown job exits 66" 66 $?
 "$JOBQ" --socket "$T/nowhere.sock" ping >/dev/null 2>&1
 expect "unreachable daemon exits 69" 69 $?
 msg=$("$JOBQ" --socket "$T/nowhere.sock" ping 2>&1 >/dev/null)
