@@ -1177,18 +1177,22 @@ api_purge(struct api_call *c, const cJSON *params)
 static cJSON *
 api_ping(struct api_call *c, const cJSON *params)
 {
-    (void)c;
-    (void)params;
+    static const char *const allowed[] = {NULL};
+
+    if (!only(c, params, allowed))
+        return NULL;
     return cJSON_CreateString("pong");
 }
 
 static cJSON *
 api_version(struct api_call *c, const cJSON *params)
 {
-    cJSON *o = cJSON_CreateObject();
-    (void)c;
-    (void)params;
-    if (o != NULL) {
+    static const char *const allowed[] = {NULL};
+    cJSON *o;
+
+    if (!only(c, params, allowed))
+        return NULL;
+    if ((o = cJSON_CreateObject()) != NULL) {
         cJSON_AddStringToObject(o, "version", JOBQ_VERSION);
         cJSON_AddStringToObject(o, "git", JOBQ_GIT_REV);
         cJSON_AddNumberToObject(o, "protocol", JOBQ_PROTOCOL_VERSION);

@@ -56,6 +56,12 @@ expect "unknown method: method not found" -32601 \
     "$(reply '{"jsonrpc":"2.0","id":1,"method":"launch_missiles"}\n' | code_of)"
 expect "unknown spec member: invalid params" -32602 \
     "$(reply '{"jsonrpc":"2.0","id":1,"method":"submit","params":{"command":["true"],"timout_ms":5}}\n' | code_of)"
+for m in ping version stats; do
+    expect "$m with an unknown params member: invalid params" -32602 \
+        "$(reply '{"jsonrpc":"2.0","id":1,"method":"'$m'","params":{"x":1}}\n' | code_of)"
+    expect "$m with params {} or null: answered" "1 1" \
+        "$(reply '{"jsonrpc":"2.0","id":1,"method":"'$m'","params":{}}\n' | grep -c '"result"') $(reply '{"jsonrpc":"2.0","id":1,"method":"'$m'","params":null}\n' | grep -c '"result"')"
+done
 expect "empty command: invalid params" -32602 \
     "$(reply '{"jsonrpc":"2.0","id":1,"method":"submit","params":{"command":[]}}\n' | code_of)"
 expect "notification: no reply" "TIMEOUT" \
