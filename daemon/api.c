@@ -575,14 +575,17 @@ api_logs(struct api_call *c, const cJSON *params)
         terminal = job_state_terminal(j->state);
         at = asked ? (int32_t)attempt : j->attempt;
         a = at > 0 ? find_attempt(j, at) : NULL;
-        if (at > 0 && a == NULL && !(at == j->attempt + 1 && !terminal)) {
+        /* The attempt after the last one reads as empty: open while the
+         * job may still start it, ended (done) once the job is terminal,
+         * so a follower moving on to it is told the job ended there. */
+        if (at > 0 && a == NULL && at != j->attempt + 1) {
             cJSON *data = data_id(id);
             if (data != NULL)
                 cJSON_AddNumberToObject(data, "attempt", at);
             api_fail(c, PROTO_NOT_FOUND, data, "job %" PRId64 " has no attempt %d", id, at);
             goto out;
         }
-        /* An attempt that has not started yet reads as empty and open. */
+        /* An attempt not started yet is empty; it has ended with the job. */
         done = a != NULL ? a->finished_at != 0 : terminal;
         rd.id = id;
         rd.attempt = at;

@@ -170,6 +170,20 @@ before=$(jq list --state canceled --json | "$JGET" .#)
 jq purge --state canceled >/dev/null
 expect "purge: canceled jobs are gone" "1 0" "$before $(jq list --state canceled --json | "$JGET" .#)"
 
+# logs of the attempt after the last one, held, when the job ends without
+# starting it: empty and done (PROTOCOL 7.4), not not_found.
+jq pause lq >/dev/null
+id=$(jq submit --queue lq -- echo never)
+timeout 20 "$JOBQ" --socket "$SOCK" logs --attempt 1 --follow --json "$id" >"$T/held.out" 2>&1 &
+held=$!
+jq cancel "$id" >/dev/null
+wait "$held"
+expect "logs --attempt 1 --follow of a job canceled before it started: done, exit 0" \
+    "0 1 true true" "$? $("$JGET" .attempt <"$T/held.out") $("$JGET" .done <"$T/held.out") $("$JGET" .eof <"$T/held.out")"
+expect "logs of an attempt two past the last: not_found" -32001 \
+    "$("$PROBE" "$SOCK" send '{"jsonrpc":"2.0","id":1,"method":"logs","params":{"id":'"$id"',"attempt":2}}\n' 1 | "$JGET" .error.code)"
+jq resume lq >/dev/null
+
 # cancel and retry of more than one request's 1000 ids: several requests
 jq pause many >/dev/null
 ids=$(for i in $(seq 1001); do echo '{"command":["true"]}'; done | jq submit --batch - --queue many)
