@@ -895,7 +895,7 @@ parse_line(struct config *cfg, const char *name, int lineno, char *line, const c
            char *why, size_t whylen)
 {
     const struct config_key *k, *alt;
-    char *key = line, *eq, *val, *end, sb[80];
+    char *key = line, *eq, *val, *end, sb[80], dashed[64];
     int rc;
 
     while (is_blank(*key))
@@ -914,8 +914,14 @@ parse_line(struct config *cfg, const char *name, int lineno, char *line, const c
         snprintf(why, whylen, "%s:%d: missing key before '='", name, lineno);
         return -EINVAL;
     }
-    if ((k = key_find(key, strlen(key))) == NULL) {
-        alt = key_suggest(key, strlen(key));
+    /* max_queued = max-queued: the env form (JOBQD_MAX_QUEUED) suggests
+     * underscores, and nothing is gained by refusing them. */
+    snprintf(dashed, sizeof(dashed), "%s", key);
+    for (char *p = dashed; *p != '\0'; p++)
+        if (*p == '_')
+            *p = '-';
+    if ((k = key_find(dashed, strlen(dashed))) == NULL) {
+        alt = key_suggest(dashed, strlen(dashed));
         snprintf(why, whylen, "%s:%d: unknown key '%s'%s%s%s", name, lineno,
                  shown(key, sb, sizeof(sb)), alt ? " (did you mean '" : "", alt ? alt->name : "",
                  alt ? "'?)" : "");

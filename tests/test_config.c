@@ -522,6 +522,20 @@ test_file_error_names_file_line_and_key(void **state)
 }
 
 static void
+test_file_keys_take_underscores_for_dashes(void **state)
+{
+    struct fx *fx = *state;
+    char path[256];
+
+    assert_int_equal(
+        load_file(fx, "max_queued = 5\nkill_grace = 2s\nmax-connections = 9\n", path, sizeof(path)),
+        0);
+    assert_int_equal(fx->cfg->max_queued, 5);
+    assert_int_equal(fx->cfg->kill_grace_ms, 2000);
+    assert_int_equal(fx->cfg->max_connections, 9);
+}
+
+static void
 test_file_unknown_key_is_an_error_with_suggestion(void **state)
 {
     struct fx *fx = *state;
@@ -531,8 +545,8 @@ test_file_unknown_key_is_an_error_with_suggestion(void **state)
     rc = load_file(fx, "threads = 2\nthread = 3\n", path, sizeof(path));
     snprintf(want, sizeof(want), "%s:2: unknown key 'thread' (did you mean 'threads'?)", path);
     expect_error(fx, rc, want);
-    rc = load_file(fx, "state_dir = /x\n", path, sizeof(path));
-    snprintf(want, sizeof(want), "%s:1: unknown key 'state_dir' (did you mean 'state-dir'?)", path);
+    rc = load_file(fx, "state_dri = /x\n", path, sizeof(path));
+    snprintf(want, sizeof(want), "%s:1: unknown key 'state_dri' (did you mean 'state-dir'?)", path);
     expect_error(fx, rc, want);
     rc = load_file(fx, "level = debug\n", path, sizeof(path));
     snprintf(want, sizeof(want), "%s:1: unknown key 'level' (did you mean 'log-level'?)", path);
@@ -883,6 +897,7 @@ main(void)
         T(test_env_names_the_config_file),
         T(test_file_syntax_comments_quotes_crlf_bom),
         T(test_file_error_names_file_line_and_key),
+        T(test_file_keys_take_underscores_for_dashes),
         T(test_file_unknown_key_is_an_error_with_suggestion),
         T(test_file_malformed_lines),
         T(test_parse_buf_rejects_nul_bytes),
