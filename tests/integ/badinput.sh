@@ -40,6 +40,8 @@ expect "trailing garbage after the JSON text: parse error" -32700 \
     "$(reply '{"jsonrpc":"2.0","id":1,"method":"ping"} x\n' | code_of)"
 expect "trailing spaces, tab and CR after the JSON text: answered" pong \
     "$(reply '{"jsonrpc":"2.0","id":1,"method":"ping"}  \x09 \x0d\n' | "$JGET" .result)"
+expect "a byte order mark before the JSON text is ignored (PROTOCOL 2)" pong \
+    "$(reply '\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"method":"ping"}\n' | "$JGET" .result)"
 expect "invalid UTF-8: parse error" -32700 "$(reply '{"jsonrpc":"2.0","id":1,"method":"ping","x":"\xc3\x28"}\n' | code_of)"
 expect "NUL escape in a string: parse error" -32700 \
     "$(reply '{"jsonrpc":"2.0","id":1,"method":"submit","params":{"command":["a\u0000b"]}}\n' | code_of)"
