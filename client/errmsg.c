@@ -324,8 +324,13 @@ job_exit_reason(const cJSON *job, char *buf, size_t len)
     if (state_is(job, "succeeded"))
         return;
     if (state_is(job, "canceled")) {
-        snprintf(buf, len, "job %lld was canceled%s%s", id, error != NULL ? ": " : "",
-                 error != NULL ? error : "");
+        /* The daemon's own words when they start with it ("canceled before
+         * its next attempt (...)"), not "was canceled: canceled ...". */
+        if (error != NULL && strncmp(error, "canceled", 8) == 0)
+            snprintf(buf, len, "job %lld was %s", id, error);
+        else
+            snprintf(buf, len, "job %lld was canceled%s%s", id, error != NULL ? ": " : "",
+                     error != NULL ? error : "");
         return;
     }
     if (!state_is(job, "failed")) {

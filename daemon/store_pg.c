@@ -175,7 +175,11 @@ static const char *const stmt_sql[S_NSTMTS] = {
         "$2::smallint[], $3::bigint[], $4::bigint[], $5::smallint[], $6::int[], $7::int[], "
         "$8::text[], $9::int[], $10::int[]) AS v(id, state, run_at, fin, outcome, exit_code, "
         "signal, error, intr, lt) WHERE j.id = v.id",
-    [S_CANCEL] = "UPDATE jobq.jobs SET state = 6, finished_at = $2, updated_at = $2 WHERE id = $1",
+    /* $3: not running (store_sqlite.c's S_CANCEL says why). */
+    [S_CANCEL] = "UPDATE jobq.jobs SET state = 6, finished_at = $2, updated_at = $2, "
+                 "error = CASE WHEN $3::bigint = 0 THEN error WHEN coalesce(error, '') = '' "
+                 "THEN 'canceled' ELSE 'canceled before its next attempt (the last one: ' "
+                 "|| error || ')' END WHERE id = $1",
     [S_OPEN_ATTEMPT] = "SELECT 1 FROM jobq.attempts WHERE job_id = $1 AND finished_at = 0",
     [S_RETRY] = "UPDATE jobq.jobs SET state = $3, run_at = $4, finished_at = 0, updated_at = $2, "
                 "max_attempts = $5 WHERE id = $1",
@@ -223,7 +227,7 @@ static const int stmt_nparams[S_NSTMTS] = {
     [S_INSERT_BATCH] = 2,   [S_PROMOTE] = 2,    [S_ACTIVE] = 0,       [S_QUEUE_LOCK] = 1,
     [S_RUNNING_COUNT] = 1,  [S_CANDIDATES] = 2, [S_EXPIRE] = 2,       [S_START] = 2,
     [S_ATTEMPT_INSERT] = 5, [S_SET_PGID] = 3,   [S_BRIEFS] = 1,       [S_ATTEMPT_FINISH] = 9,
-    [S_JOB_FINISH] = 11,    [S_CANCEL] = 2,     [S_OPEN_ATTEMPT] = 1, [S_RETRY] = 5,
+    [S_JOB_FINISH] = 11,    [S_CANCEL] = 3,     [S_OPEN_ATTEMPT] = 1, [S_RETRY] = 5,
     [S_QUEUE_SET] = 3,      [S_PURGE] = 4,      [S_RUNNING_MINE] = 1, [S_OPEN_OF_NODES] = 1,
     [S_DELETE_NODES] = 1,   [S_GET] = 1,        [S_ATTEMPTS] = 1,     [S_LIST] = 5,
     [S_COUNTERS] = 1,       [S_QUEUES] = 0,     [S_NEXT_DUE] = 0,     [S_PENDING] = 0,
@@ -1710,6 +1714,7 @@ pg_cancel(struct store_conn *c, struct store_who who, int64_t id, int64_t now, b
         return -EALREADY;
     p_i64(&p, id);
     p_i64(&p, now);
+    p_i64(&p, b.state != JOB_RUNNING);
     if ((rc = run_done(c, S_CANCEL, p.v, NULL)) < 0 ||
         (rc = count_move(c, b.queue, b.uid, b.state, JOB_CANCELED)) < 0 ||
         (rc = note_id(&c->changed, id)) < 0)

@@ -413,7 +413,12 @@ static const char *const stmt_sql[S_NSTMTS] = {
                      "updated_at = ?5, outcome = ?6, exit_code = ?7, signal = ?8, error = ?9, "
                      "interrupted = interrupted + ?10, log_truncated = CASE WHEN ?11 >= 0 "
                      "THEN ?11 ELSE log_truncated END WHERE id = ?1",
-    [S_CANCEL] = "UPDATE jobs SET state = 6, finished_at = ?2, updated_at = ?2 WHERE id = ?1",
+    /* ?3: not running. A running job's error comes with its attempt's
+     * end; one canceled between attempts says so, with the last error. */
+    [S_CANCEL] = "UPDATE jobs SET state = 6, finished_at = ?2, updated_at = ?2, "
+                 "error = CASE WHEN ?3 = 0 THEN error WHEN coalesce(error, '') = '' "
+                 "THEN 'canceled' ELSE 'canceled before its next attempt (the last one: ' "
+                 "|| error || ')' END WHERE id = ?1",
     [S_OPEN_ATTEMPT] = "SELECT 1 FROM attempts WHERE job_id = ?1 AND finished_at = 0",
     [S_RETRY] = "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = 0, updated_at = ?2, "
                 "max_attempts = ?5 WHERE id = ?1",
@@ -1824,6 +1829,7 @@ cancel(struct store_conn *c, struct store_who who, int64_t id, int64_t now, bool
         return rc;
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, now);
+    sqlite3_bind_int(s, 3, b.state != JOB_RUNNING);
     if ((rc = step_done(s)) < 0 || (rc = count_move(c, b.queue, b.uid, b.state, JOB_CANCELED)) < 0)
         return rc;
     if (was_running != NULL)

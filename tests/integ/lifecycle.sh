@@ -82,6 +82,14 @@ expect "cancel running: exits 125, attempt outcome canceled" "125 canceled" \
     "$? $(jq show --json "$id" | "$JGET" .attempts.0.outcome)"
 jq cancel "$id" >/dev/null 2>&1
 expect "cancel twice: no error" 0 $?
+# Canceled between attempts: wait's line says so, with the last error.
+id=$(jq submit --attempts 3 --backoff 1h -- sh -c 'exit 3')
+wait_state "$id" retrying
+jq cancel "$id" >/dev/null
+msg=$(jq wait "$id" 2>&1 >/dev/null)
+expect "cancel retrying: 125, says it was canceled before its next attempt" \
+    "125 jobq: job $id was canceled before its next attempt (the last one: exited with status 3)" \
+    "$? $msg"
 
 # Retry at once after canceling a running job whose TERM trap takes 0.6 s:
 # the daemon holds the retry until the canceled run has ended, then runs
