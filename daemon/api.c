@@ -1092,6 +1092,7 @@ api_stats(struct api_call *c, const cJSON *params)
         cJSON_AddNumberToObject(st, "wal_bytes", (double)ss.wal_bytes);
         cJSON_AddNumberToObject(st, "commits", (double)ss.commits);
         cJSON_AddNumberToObject(st, "commit_failures", (double)ss.commit_failures);
+        cJSON_AddNumberToObject(st, "lazy_failures", (double)ss.lazy_failures);
         cJSON_AddNumberToObject(st, "commit_avg_ms",
                                 ss.commits ? (double)ss.commit_ns / (double)ss.commits / 1e6 : 0);
         cJSON_AddNumberToObject(st, "writes_per_commit_avg",

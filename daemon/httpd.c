@@ -742,6 +742,11 @@ render_store(struct out *o, const struct store_stats *ss)
          "was acknowledged).\n# TYPE jobq_store_commit_failures_total counter\n"
          "jobq_store_commit_failures_total %" PRIu64 "\n",
          ss->commit_failures);
+    outf(o,
+         "# HELP jobq_store_lazy_failures_total Records written without a waiting caller (a "
+         "job's process group) that failed.\n# TYPE jobq_store_lazy_failures_total counter\n"
+         "jobq_store_lazy_failures_total %" PRIu64 "\n",
+         ss->lazy_failures);
 }
 
 static void
