@@ -1238,8 +1238,7 @@ bind_job(sqlite3_stmt *s, int base, const struct job_spec *spec, int64_t id, int
 }
 
 /* Inserts n (1, INSERT_SOME_ROWS or INSERT_MANY_ROWS) jobs with one
- * statement and gives them
- * the next ids. */
+ * statement and gives them the next ids. */
 static int
 insert_jobs(struct store_conn *c, const struct job_spec *specs, size_t n, int64_t now, int64_t *ids)
 {
