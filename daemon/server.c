@@ -537,7 +537,14 @@ conn_main(void *arg)
             continue;
         }
         if (n == 0) {
-            rc = 0; /* EOF */
+            /* EOF after a last message without its line feed (printf ... |
+             * nc -U): the client will send no more, so the line is whole.
+             * grow() leaves room for the byte: c->len < c->cap here. */
+            rc = 0;
+            if (c->len > 0) {
+                c->buf[c->len++] = '\n';
+                rc = frame(c);
+            }
             break;
         }
         if (errno == EINTR)

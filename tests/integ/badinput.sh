@@ -102,6 +102,10 @@ fi
 
 out=$("$PROBE" "$SOCK" halfclose '{"jsonrpc":"2.0","id":7,"method":"ping"}\n' 2>/dev/null)
 expect "half-closed connection still gets its reply" pong "$(echo "$out" | head -1 | "$JGET" .result)"
+# The last message before EOF needs no line feed (printf ... | nc -U).
+out=$("$PROBE" "$SOCK" halfclose '{"jsonrpc":"2.0","id":8,"method":"ping"}' 2>/dev/null)
+expect "a last message without its line feed is answered at EOF" "8 pong" \
+    "$(echo "$out" | head -1 | "$JGET" .id) $(echo "$out" | head -1 | "$JGET" .result)"
 
 # A client that pipelines submits and never reads a reply: once its
 # replies stop draining for --request-timeout (1 s here) the connection is
