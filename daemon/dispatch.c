@@ -347,6 +347,9 @@ finish(struct run *r, int rc, struct exec_result *res)
         .log_truncated = rc < 0 ? false : res->log_truncated,
         .next = next,
         .run_at = run_at,
+        /* Many jobs running: their ends come close together and may share
+         * an fsync; a lone job's end is recorded at once. */
+        .patient = atomic_load(&dp->running) >= JOBQ_DISPATCH_PATIENT_RUNNING,
     };
     int64_t started = rc < 0 ? now : res->started_at;
     int64_t dur_ms =

@@ -43,6 +43,9 @@ struct store_req {
     /* Nobody waits for it (wg is NULL): it rides in the next group, or
      * commits on its own once it has waited JOBQ_STORE_LAZY_MS. */
     bool lazy;
+    /* Durable, but its caller does not mind waiting linger_ns for others
+     * to share its fsync (store_completion.patient). */
+    bool patient;
     int64_t queued_ns; /* lazy: when it was queued */
 };
 
@@ -72,6 +75,8 @@ struct store {
     int checkpoint_backoff; /* busy RESTARTs in a row since the last one that ran */
     long gather_ns;
     int64_t lazy_ns;
+    int64_t linger_ns;        /* 0: patient requests never linger */
+    int64_t last_durable_end; /* when the last durable group committed */
 
     /* Read connections, opened on demand up to nreaders. */
     pthread_mutex_t rmu;
@@ -127,8 +132,10 @@ mono_ns(void)
 struct group {
     struct store_req *head, *tail;
     uint64_t n;
-    uint64_t nlazy; /* of n: lazy requests, whose owners are not coming back */
-    int broken;     /* a storage error: the whole group fails with it */
+    uint64_t nlazy;      /* of n: lazy requests, whose owners are not coming back */
+    uint64_t npatient;   /* of n: patient durable requests */
+    uint64_t nimpatient; /* of n: durable requests whose callers want them now */
+    int broken;          /* a storage error: the whole group fails with it */
 };
 
 /* Takes up to max queued requests, in order. Called with mu held. */
@@ -169,6 +176,8 @@ group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n
     for (struct store_req *r = batch; r != NULL; r = r->next) {
         g->tail = r;
         g->nlazy += r->lazy;
+        g->npatient += r->patient;
+        g->nimpatient += !r->relaxed && !r->patient;
     }
     g->n += n;
     for (struct store_req *r = batch; r != NULL && !g->broken; r = r->next) {
@@ -373,7 +382,8 @@ writer_main(void *arg)
         struct store_req *batch;
         struct timespec deadline;
         uint64_t n, target;
-        bool relaxed;
+        int64_t wait_ns;
+        bool relaxed, lingering;
         int rc;
 
         wait_work(st);
@@ -398,17 +408,30 @@ writer_main(void *arg)
         /* Keep running arrivals in this transaction until the last
          * group's requesters are back or gather_ns has passed. */
         target = last_n < JOBQ_STORE_BATCH_MAX_REQS ? last_n : JOBQ_STORE_BATCH_MAX_REQS;
+        wait_ns = st->gather_ns;
+        /* Nothing but patient writes (completions while many jobs run),
+         * and the last fsync just ended: more are on their way, and one
+         * fsync for all of them is what a busy disk allows. An impatient
+         * arrival (a submit) ends the wait at once. */
+        lingering = !st->relaxed_now && st->linger_ns > 0 && g.npatient > 0 && g.nimpatient == 0 &&
+                    mono_ns() - st->last_durable_end < st->linger_ns;
+        if (lingering) {
+            target = JOBQ_STORE_BATCH_MAX_REQS;
+            wait_ns = st->linger_ns;
+        }
         /* (A relaxed group commits too fast to be worth holding open, and
          * a durable arrival must not join it.) */
-        if (!st->relaxed_now && st->gather_ns > 0 && g.n < target && !g.broken) {
+        if (!st->relaxed_now && wait_ns > 0 && g.n < target && !g.broken) {
             clock_gettime(CLOCK_MONOTONIC, &deadline);
-            deadline.tv_nsec += st->gather_ns;
-            while (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec += wait_ns / 1000000000;
+            deadline.tv_nsec += wait_ns % 1000000000;
+            if (deadline.tv_nsec >= 1000000000) {
                 deadline.tv_sec++;
                 deadline.tv_nsec -= 1000000000;
             }
             pthread_mutex_lock(&st->mu);
-            while (!g.broken && gather(st, &g, target, &deadline)) {
+            while (!g.broken && !(lingering && g.nimpatient > 0) &&
+                   gather(st, &g, target, &deadline)) {
                 batch = take(st, JOBQ_STORE_BATCH_MAX_REQS - g.n, &n);
                 pthread_mutex_unlock(&st->mu);
                 group_run(st, &g, batch, n);
@@ -417,8 +440,10 @@ writer_main(void *arg)
             pthread_mutex_unlock(&st->mu);
         }
         group_end(st, &g);
-        if (!st->relaxed_now)
+        if (!st->relaxed_now) {
             last_n = g.n - g.nlazy; /* the gathering target follows durable groups */
+            st->last_durable_end = mono_ns();
+        }
         if (st->since_checkpoint >= every << st->checkpoint_backoff)
             checkpoint(st);
         pthread_mutex_lock(&st->mu);
@@ -431,9 +456,10 @@ writer_main(void *arg)
  * failed) the group that carried it. Returns req's result. */
 static int
 store_call_as(struct store *st, int (*fn)(struct store *, struct store_conn *, void *), void *arg,
-              bool relaxed)
+              bool relaxed, bool patient)
 {
-    struct store_req req = {.fn = fn, .arg = arg, .rc = -EIO, .relaxed = relaxed};
+    struct store_req req = {
+        .fn = fn, .arg = arg, .rc = -EIO, .relaxed = relaxed, .patient = patient && !relaxed};
     bool wake;
     int rc;
 
@@ -473,7 +499,7 @@ store_call_as(struct store *st, int (*fn)(struct store *, struct store_conn *, v
 static int
 store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void *), void *arg)
 {
-    return store_call_as(st, fn, arg, false);
+    return store_call_as(st, fn, arg, false, false);
 }
 
 /* Queues req (lazy, on the heap) and returns at once: the writer owns it
@@ -657,6 +683,9 @@ store_new(const struct store_opts *opts, struct store **out, char *why, size_t w
                     : opts->gather_us > 0 ? (long)opts->gather_us * 1000
                                           : (long)JOBQ_STORE_GATHER_US * 1000;
     st->lazy_ns = (int64_t)(opts->lazy_ms > 0 ? opts->lazy_ms : JOBQ_STORE_LAZY_MS) * 1000000;
+    st->linger_ns = opts->linger_us < 0   ? 0
+                    : opts->linger_us > 0 ? (int64_t)opts->linger_us * 1000
+                                          : (int64_t)JOBQ_STORE_LINGER_US * 1000;
     if ((st->rfree = calloc((size_t)st->nreaders, sizeof(*st->rfree))) == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -817,7 +846,7 @@ store_claim(struct store *st, int64_t now, int max, struct job **jobs, int *n)
     if (st->opts.on_expired != NULL &&
         (a.expired = malloc(JOBQ_STORE_CLAIM_MAX * sizeof(*a.expired))) == NULL)
         return -ENOMEM;
-    rc = store_call_as(st, claim_fn, &a, true);
+    rc = store_call_as(st, claim_fn, &a, true, false);
     if (rc < 0) {
         /* Claimed in a group that did not commit: they are not running. */
         for (int i = 0; i < a.n; i++)
@@ -850,7 +879,7 @@ store_set_pgid(struct store *st, int64_t id, int32_t attempt, int32_t pgid)
 {
     struct pgid_args a = {.id = id, .attempt = attempt, .pgid = pgid};
 
-    return store_call_as(st, pgid_fn, &a, true);
+    return store_call_as(st, pgid_fn, &a, true, false);
 }
 
 int
@@ -891,11 +920,14 @@ int
 store_complete_batch(struct store *st, const struct store_completion *c, size_t n, int *rcs)
 {
     struct complete_args a = {.c = c, .n = n, .rcs = rcs};
+    bool patient = true;
     int rc;
 
     if (n == 0)
         return 0;
-    rc = store_call(st, complete_fn, &a);
+    for (size_t i = 0; i < n; i++)
+        patient = patient && c[i].patient;
+    rc = store_call_as(st, complete_fn, &a, false, patient);
     if (n == 1) {
         rcs[0] = rc; /* its own result, or the group's storage error */
         return rc;

@@ -1779,6 +1779,143 @@ test_front_lazy_pgid_flushed_at_close(void **state)
     assert_int_equal(front_pgid(fx, id), 555);
 }
 
+/* A completion sent from another thread, timed. */
+struct timed_complete {
+    struct store *st;
+    struct store_completion c;
+    int rc;
+    int64_t took_ms;
+};
+
+static void *
+timed_complete_main(void *arg)
+{
+    struct timed_complete *t = arg;
+    int64_t t0 = job_now_ms();
+    t->rc = store_complete(t->st, &t->c);
+    t->took_ms = job_now_ms() - t0;
+    return NULL;
+}
+
+static uint64_t
+front_commits(struct fx *fx)
+{
+    struct store_stats st;
+    uint64_t n;
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    n = st.commits;
+    stats_release(&st);
+    return n;
+}
+
+/* Two patient completions 50 ms apart, right after a durable commit: the
+ * first waits for the second and both share one commit. */
+static void
+test_front_patient_completions_share_a_commit(void **state)
+{
+    struct fx *fx = *state;
+    struct timed_complete t = {0};
+    pthread_t th;
+    int64_t a, b;
+    uint64_t c0;
+
+    store_free(fx->st);
+    fx->st = NULL;
+    fx->opts.linger_us = 500000; /* 0.5 s: the group commits when it ends */
+    front_open(fx);
+    a = front_claim_one(fx);
+    b = front_claim_one(fx); /* its submit is the last durable commit */
+    c0 = front_commits(fx);
+    t.st = fx->st;
+    t.c = (struct store_completion){.id = a,
+                                    .attempt = 1,
+                                    .outcome = OUTCOME_SUCCEEDED,
+                                    .next = JOB_SUCCEEDED,
+                                    .patient = true};
+    assert_int_equal(pthread_create(&th, NULL, timed_complete_main, &t), 0);
+    usleep(50000);
+    struct store_completion cb = {.id = b,
+                                  .attempt = 1,
+                                  .outcome = OUTCOME_SUCCEEDED,
+                                  .next = JOB_SUCCEEDED,
+                                  .patient = true};
+    assert_int_equal(store_complete(fx->st, &cb), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(t.rc, 0);
+    assert_true(t.took_ms >= 40); /* it waited for the second */
+    assert_int_equal(front_commits(fx), c0 + 1);
+}
+
+/* An impatient write (a submit) ends the wait of a lingering group at once
+ * and rides in it. */
+static void
+test_front_impatient_write_ends_the_linger(void **state)
+{
+    struct fx *fx = *state;
+    struct timed_complete t = {0};
+    struct job_spec sp = spec_q("q", 0);
+    pthread_t th;
+    uint64_t c0;
+    int64_t a, t0;
+
+    store_free(fx->st);
+    fx->st = NULL;
+    fx->opts.linger_us = 60000000; /* a minute: only the submit can end it */
+    front_open(fx);
+    a = front_claim_one(fx);
+    front_submit(fx, &sp); /* a durable commit just now */
+    c0 = front_commits(fx);
+    t.st = fx->st;
+    t.c = (struct store_completion){.id = a,
+                                    .attempt = 1,
+                                    .outcome = OUTCOME_SUCCEEDED,
+                                    .next = JOB_SUCCEEDED,
+                                    .patient = true};
+    assert_int_equal(pthread_create(&th, NULL, timed_complete_main, &t), 0);
+    usleep(50000);
+    t0 = job_now_ms();
+    front_submit(fx, &sp);
+    assert_true(job_now_ms() - t0 < 30000);
+    pthread_join(th, NULL);
+    assert_int_equal(t.rc, 0);
+    assert_true(t.took_ms < 30000);
+    assert_int_equal(front_commits(fx), c0 + 1);
+}
+
+/* Lingering needs a recent fsync: a patient completion long after the
+ * last durable commit, or an impatient one, commits at once. */
+static void
+test_front_no_linger_when_idle_or_impatient(void **state)
+{
+    struct fx *fx = *state;
+    struct timed_complete t = {0};
+    int64_t a, b;
+
+    store_free(fx->st);
+    fx->st = NULL;
+    fx->opts.linger_us = 1000000; /* 1 s */
+    front_open(fx);
+    a = front_claim_one(fx);
+    b = front_claim_one(fx);
+    /* Impatient, right after a durable commit: no wait. */
+    t.st = fx->st;
+    t.c = (struct store_completion){
+        .id = a, .attempt = 1, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED};
+    timed_complete_main(&t);
+    assert_int_equal(t.rc, 0);
+    assert_true(t.took_ms < 900);
+    /* Patient, but the last fsync is older than the linger: no wait. */
+    usleep(1500000);
+    t.c = (struct store_completion){.id = b,
+                                    .attempt = 1,
+                                    .outcome = OUTCOME_SUCCEEDED,
+                                    .next = JOB_SUCCEEDED,
+                                    .patient = true};
+    timed_complete_main(&t);
+    assert_int_equal(t.rc, 0);
+    assert_true(t.took_ms < 900);
+}
+
 static void
 test_front_rejects_bad_spec_before_sql(void **state)
 {
@@ -2650,6 +2787,12 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_lazy_pgid_commits_alone, setup_front, teardown),
         cmocka_unit_test_setup_teardown(test_front_lazy_pgid_flushed_at_close, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_patient_completions_share_a_commit, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_impatient_write_ends_the_linger, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_no_linger_when_idle_or_impatient, setup_front,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_rejects_bad_spec_before_sql, setup_front,
                                         teardown),

@@ -94,6 +94,9 @@ struct store_opts {
     /* How long a lazy write waits for a group to ride in; 0:
      * JOBQ_STORE_LAZY_MS. */
     int lazy_ms;
+    /* How long a group of patient writes may wait for more; 0:
+     * JOBQ_STORE_LINGER_US, < 0: never. */
+    int linger_us;
     /* Skip the integrity check at open (benchmarks reopening a database
      * they just built); the product always checks. */
     bool skip_check;
@@ -177,6 +180,11 @@ struct store_completion {
      * Ignored when the job was canceled while running: it stays canceled. */
     enum job_state next;
     int64_t run_at;
+    /* The caller can wait: the writer may hold the group open up to
+     * JOBQ_STORE_LINGER_US for other writes to share its fsync, when the
+     * last fsync was that recent. The dispatcher sets it while many jobs
+     * run, whose completions come close together. */
+    bool patient;
 };
 
 /* list filter. */
