@@ -69,6 +69,7 @@ struct store {
     bool stopping;
     bool idle;            /* the writer is waiting on cv: signal it */
     size_t gather_target; /* the writer waits for this many requests: signal it */
+    bool lingering;       /* ... but only an impatient one may end its wait */
     /* Writer-thread only. */
     int64_t pending; /* scheduled + queued + retrying, refreshed per group */
     uint64_t since_checkpoint;
@@ -430,6 +431,7 @@ writer_main(void *arg)
                 deadline.tv_nsec -= 1000000000;
             }
             pthread_mutex_lock(&st->mu);
+            st->lingering = lingering;
             while (!g.broken && !(lingering && g.nimpatient > 0) &&
                    gather(st, &g, target, &deadline)) {
                 batch = take(st, JOBQ_STORE_BATCH_MAX_REQS - g.n, &n);
@@ -437,6 +439,7 @@ writer_main(void *arg)
                 group_run(st, &g, batch, n);
                 pthread_mutex_lock(&st->mu);
             }
+            st->lingering = false;
             pthread_mutex_unlock(&st->mu);
         }
         group_end(st, &g);
@@ -481,7 +484,10 @@ store_call_as(struct store *st, int (*fn)(struct store *, struct store_conn *, v
     st->tail = &req;
     st->qlen++;
     /* A busy writer finds the request when its group ends: no wake-up. */
-    wake = st->idle || (st->gather_target > 0 && st->qlen >= st->gather_target);
+    /* A lingering writer takes what came at the end of its wait: only an
+     * impatient durable request is worth a wake-up before that. */
+    wake = st->idle || (st->gather_target > 0 && st->qlen >= st->gather_target &&
+                        (!st->lingering || (!req.relaxed && !req.patient)));
     if (wake) {
         st->idle = false;
         st->gather_target = 0;
