@@ -225,11 +225,12 @@
 /* How long the writer holds a group of patient writes (completions while
  * many jobs run: store_completion.patient) open for more, when the last
  * fsync ended less than this ago. 20,000 /bin/true jobs at --concurrency
- * 64: 13,000 commits became 4,700 at 2 ms (7,300 at 1 ms), 30 us less
- * daemon CPU per job, since each fsync costs ~80 us of CPU in a VM (the
- * disk's doorbell is a VM exit). A job's end is reported up to this much
- * later; submits and claims never wait for it. */
-#define JOBQ_STORE_LINGER_US 2000
+ * 64: 13,000 commits became 7,300 at 1 ms, 4,700 at 2 ms, 2,750 at 4 ms
+ * (daemon CPU per job 220 -> 150 us: each fsync costs ~80 us of CPU in a
+ * VM, the disk's doorbell being a VM exit); at 8 ms the CPUs went idle
+ * waiting for slots and claims. A job's end is recorded up to this much
+ * later; submits never wait for it. */
+#define JOBQ_STORE_LINGER_US 4000
 /* Running jobs from which the dispatcher marks completions patient. */
 #define JOBQ_DISPATCH_PATIENT_RUNNING 8
 /* Scheduled and retrying jobs made ready by one claim: keeps a claim O(K)
