@@ -1698,13 +1698,20 @@ front_pgid(struct fx *fx, int64_t id)
     return pgid;
 }
 
+/* Closes the front and opens it again with fx->opts as they are now. */
 static void
-front_reopen_lazy(struct fx *fx, int lazy_ms)
+front_reopen(struct fx *fx)
 {
     store_free(fx->st);
     fx->st = NULL;
-    fx->opts.lazy_ms = lazy_ms;
     front_open(fx);
+}
+
+static void
+front_reopen_lazy(struct fx *fx, int lazy_ms)
+{
+    fx->opts.lazy_ms = lazy_ms;
+    front_reopen(fx);
 }
 
 /* A lazy record costs no commit of its own: it rides in the next group,
@@ -1808,6 +1815,24 @@ front_commits(struct fx *fx)
     return n;
 }
 
+static void
+front_reopen_linger(struct fx *fx, int linger_us)
+{
+    fx->opts.linger_us = linger_us;
+    front_reopen(fx);
+}
+
+/* Attempt 1 of id succeeded. */
+static struct store_completion
+done_ok(int64_t id, bool patient)
+{
+    return (struct store_completion){.id = id,
+                                     .attempt = 1,
+                                     .outcome = OUTCOME_SUCCEEDED,
+                                     .next = JOB_SUCCEEDED,
+                                     .patient = patient};
+}
+
 /* Two patient completions 50 ms apart, right after a durable commit: the
  * first waits for the second and both share one commit. */
 static void
@@ -1819,26 +1844,15 @@ test_front_patient_completions_share_a_commit(void **state)
     int64_t a, b;
     uint64_t c0;
 
-    store_free(fx->st);
-    fx->st = NULL;
-    fx->opts.linger_us = 500000; /* 0.5 s: the group commits when it ends */
-    front_open(fx);
+    front_reopen_linger(fx, 500000); /* 0.5 s: the group commits when it ends */
     a = front_claim_one(fx);
     b = front_claim_one(fx); /* its submit is the last durable commit */
     c0 = front_commits(fx);
     t.st = fx->st;
-    t.c = (struct store_completion){.id = a,
-                                    .attempt = 1,
-                                    .outcome = OUTCOME_SUCCEEDED,
-                                    .next = JOB_SUCCEEDED,
-                                    .patient = true};
+    t.c = done_ok(a, true);
     assert_int_equal(pthread_create(&th, NULL, timed_complete_main, &t), 0);
     usleep(50000);
-    struct store_completion cb = {.id = b,
-                                  .attempt = 1,
-                                  .outcome = OUTCOME_SUCCEEDED,
-                                  .next = JOB_SUCCEEDED,
-                                  .patient = true};
+    struct store_completion cb = done_ok(b, true);
     assert_int_equal(store_complete(fx->st, &cb), 0);
     pthread_join(th, NULL);
     assert_int_equal(t.rc, 0);
@@ -1858,19 +1872,12 @@ test_front_impatient_write_ends_the_linger(void **state)
     uint64_t c0;
     int64_t a, t0;
 
-    store_free(fx->st);
-    fx->st = NULL;
-    fx->opts.linger_us = 60000000; /* a minute: only the submit can end it */
-    front_open(fx);
+    front_reopen_linger(fx, 60000000); /* a minute: only the submit can end it */
     a = front_claim_one(fx);
     front_submit(fx, &sp); /* a durable commit just now */
     c0 = front_commits(fx);
     t.st = fx->st;
-    t.c = (struct store_completion){.id = a,
-                                    .attempt = 1,
-                                    .outcome = OUTCOME_SUCCEEDED,
-                                    .next = JOB_SUCCEEDED,
-                                    .patient = true};
+    t.c = done_ok(a, true);
     assert_int_equal(pthread_create(&th, NULL, timed_complete_main, &t), 0);
     usleep(50000);
     t0 = job_now_ms();
@@ -1891,26 +1898,18 @@ test_front_no_linger_when_idle_or_impatient(void **state)
     struct timed_complete t = {0};
     int64_t a, b;
 
-    store_free(fx->st);
-    fx->st = NULL;
-    fx->opts.linger_us = 1000000; /* 1 s */
-    front_open(fx);
+    front_reopen_linger(fx, 1000000); /* 1 s */
     a = front_claim_one(fx);
     b = front_claim_one(fx);
     /* Impatient, right after a durable commit: no wait. */
     t.st = fx->st;
-    t.c = (struct store_completion){
-        .id = a, .attempt = 1, .outcome = OUTCOME_SUCCEEDED, .next = JOB_SUCCEEDED};
+    t.c = done_ok(a, false);
     timed_complete_main(&t);
     assert_int_equal(t.rc, 0);
     assert_true(t.took_ms < 900);
     /* Patient, but the last fsync is older than the linger: no wait. */
     usleep(1500000);
-    t.c = (struct store_completion){.id = b,
-                                    .attempt = 1,
-                                    .outcome = OUTCOME_SUCCEEDED,
-                                    .next = JOB_SUCCEEDED,
-                                    .patient = true};
+    t.c = done_ok(b, true);
     timed_complete_main(&t);
     assert_int_equal(t.rc, 0);
     assert_true(t.took_ms < 900);
