@@ -257,7 +257,7 @@ group_end(struct store *st, struct group *g)
         /* -ESTALE: the attempt ended first; nothing left to record. */
         if (r->rc < 0 && r->rc != -ESTALE)
             atomic_fetch_add(&st->lazy_failures, 1);
-        free(r);
+        free(r); /* the first member of its allocation (store_set_pgid_lazy) */
     }
 }
 
@@ -892,7 +892,7 @@ int
 store_set_pgid_lazy(struct store *st, int64_t id, int32_t attempt, int32_t pgid)
 {
     struct lazy_pgid {
-        struct store_req req;
+        struct store_req req; /* first: group_end frees the whole through it */
         struct pgid_args a;
     } *l = calloc(1, sizeof(*l));
 
