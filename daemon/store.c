@@ -163,6 +163,10 @@ take(struct store *st, uint64_t max, uint64_t *n)
     return batch;
 }
 
+static int submit_fn(struct store *st, struct store_conn *w, void *arg);
+static bool mergeable_submit(const struct store_req *r);
+static struct store_req *merged_submits(struct store *st, struct group *g, struct store_req *r);
+
 /* Runs each request of batch in its own savepoint and adds it to g. */
 static void
 group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n)
@@ -182,6 +186,11 @@ group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n
     }
     g->n += n;
     for (struct store_req *r = batch; r != NULL && !g->broken; r = r->next) {
+        struct store_req *last;
+        if (mergeable_submit(r) && (last = merged_submits(st, g, r)) != NULL) {
+            r = last;
+            continue;
+        }
         if ((rc = ops->txn(st->w, STORE_SAVEPOINT)) < 0) {
             g->broken = rc;
             break;
@@ -772,6 +781,66 @@ submit_fn(struct store *st, struct store_conn *w, void *arg)
         added += !a->existed[i];
     st->pending += added;
     return 0;
+}
+
+/* A one-job submit without a unique key: several in a row are written
+ * with one multi-row INSERT (the backend batches them as it does a
+ * batch submit), not one statement and one savepoint each. */
+static bool
+mergeable_submit(const struct store_req *r)
+{
+    const struct submit_args *a = r->arg;
+    return r->fn == submit_fn && a->n == 1 && a->specs[0].unique_key == NULL;
+}
+
+#define MERGE_MAX 64
+
+/* Runs r and the mergeable submits right after it (up to MERGE_MAX) as one
+ * submit in one savepoint. Returns the last request it ran, or NULL if
+ * it ran none (fewer than two, the queue limit in the way, or the merged
+ * write refused: each then runs alone, as before). */
+static struct store_req *
+merged_submits(struct store *st, struct group *g, struct store_req *r)
+{
+    struct job_spec specs[MERGE_MAX];
+    int64_t ids[MERGE_MAX], now = job_now_ms(), max = atomic_load(&st->max_queued);
+    bool existed[MERGE_MAX];
+    struct store_req *q, *last = r;
+    size_t k = 0;
+    int rc;
+
+    for (q = r; q != NULL && k < MERGE_MAX && mergeable_submit(q); q = q->next) {
+        specs[k++] = ((const struct submit_args *)q->arg)->specs[0];
+        last = q;
+    }
+    if (k < 2 || (max > 0 && st->pending + (int64_t)k > max))
+        return NULL;
+    if ((rc = st->ops->txn(st->w, STORE_SAVEPOINT)) < 0) {
+        g->broken = rc;
+        return last; /* the group fails whole */
+    }
+    if ((rc = st->ops->submit(st->w, specs, k, now, ids, existed)) < 0) {
+        if (store_error_is_storage(rc)) {
+            g->broken = rc;
+            return last;
+        }
+        if ((rc = st->ops->txn(st->w, STORE_ROLLBACK_TO)) < 0)
+            g->broken = store_error_is_storage(rc) ? rc : -EIO;
+        return g->broken ? last : NULL;
+    }
+    if ((rc = st->ops->txn(st->w, STORE_RELEASE)) < 0) {
+        g->broken = rc;
+        return last;
+    }
+    q = r;
+    for (size_t i = 0; i < k; i++, q = q->next) {
+        struct submit_args *a = q->arg;
+        a->ids[0] = ids[i];
+        a->existed[0] = false;
+        q->rc = 0;
+    }
+    st->pending += (int64_t)k;
+    return last;
 }
 
 int

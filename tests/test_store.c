@@ -1915,6 +1915,92 @@ test_front_no_linger_when_idle_or_impatient(void **state)
     assert_true(t.took_ms < 900);
 }
 
+/* Threads submitting one job at a time, each job named after its
+ * submitter and its turn: several of them share one multi-row INSERT. */
+#define MERGE_THREADS 8
+#define MERGE_EACH 60
+
+struct merge_submitter {
+    struct store *st;
+    int t;
+    int64_t ids[MERGE_EACH];
+    int rcs[MERGE_EACH];
+};
+
+static void *
+merge_submitter_main(void *arg)
+{
+    struct merge_submitter *m = arg;
+    char name[32], why[128];
+
+    for (int i = 0; i < MERGE_EACH; i++) {
+        struct job_spec sp = spec_q("q", 0);
+        snprintf(name, sizeof(name), "t%d-%d", m->t, i);
+        sp.name = name;
+        m->rcs[i] = store_submit(m->st, &sp, &m->ids[i], NULL, why, sizeof(why));
+    }
+    return NULL;
+}
+
+static void
+run_merge_submitters(struct fx *fx, struct merge_submitter *m)
+{
+    pthread_t th[MERGE_THREADS];
+
+    for (int t = 0; t < MERGE_THREADS; t++) {
+        m[t] = (struct merge_submitter){.st = fx->st, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, merge_submitter_main, &m[t]), 0);
+    }
+    for (int t = 0; t < MERGE_THREADS; t++)
+        pthread_join(th[t], NULL);
+}
+
+/* Concurrent one-job submits written together still give each caller the
+ * id of its own job. */
+static void
+test_front_merged_submits_keep_each_id(void **state)
+{
+    struct fx *fx = *state;
+    struct merge_submitter m[MERGE_THREADS];
+    struct store_stats st;
+    char want[32];
+
+    run_merge_submitters(fx, m);
+    for (int t = 0; t < MERGE_THREADS; t++) {
+        for (int i = 0; i < MERGE_EACH; i++) {
+            struct job *g = NULL;
+            assert_int_equal(m[t].rcs[i], 0);
+            assert_int_equal(store_get(fx->st, admin, m[t].ids[i], &g), 0);
+            snprintf(want, sizeof(want), "t%d-%d", t, i);
+            assert_string_equal(g->spec.name, want);
+            job_free(g);
+        }
+    }
+    assert_int_equal(store_stats(fx->st, admin, &st), 0);
+    assert_int_equal(st.count[JOB_QUEUED], MERGE_THREADS * MERGE_EACH);
+    stats_release(&st);
+}
+
+/* The queue limit counts each job of a merged write: exactly max are
+ * accepted, whatever way the submits were grouped. */
+static void
+test_front_merged_submits_respect_max_queued(void **state)
+{
+    struct fx *fx = *state;
+    struct merge_submitter m[MERGE_THREADS];
+    int ok = 0, full = 0;
+
+    store_set_max_queued(fx->st, 100);
+    run_merge_submitters(fx, m);
+    for (int t = 0; t < MERGE_THREADS; t++)
+        for (int i = 0; i < MERGE_EACH; i++) {
+            ok += m[t].rcs[i] == 0;
+            full += m[t].rcs[i] == -EAGAIN;
+        }
+    assert_int_equal(ok, 100);
+    assert_int_equal(full, MERGE_THREADS * MERGE_EACH - 100);
+}
+
 static void
 test_front_rejects_bad_spec_before_sql(void **state)
 {
@@ -2797,6 +2883,10 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_batch_is_one_transaction, setup_front, teardown),
         cmocka_unit_test_setup_teardown(test_front_max_queued_refuses_submit, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_merged_submits_keep_each_id, setup_front,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_front_merged_submits_respect_max_queued, setup_front,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_batches_concurrent_submitters,
                                         setup_front, teardown),
