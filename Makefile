@@ -108,6 +108,17 @@ $(BUILD)/obj/%.o: %.S
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
+# The files that print JOBQ_GIT_REV are rebuilt when HEAD moves: the stamp
+# is rewritten only when the revision differs, so --version never names an
+# older commit than the one built.
+REV_STAMP := $(BUILD)/rev.stamp
+$(REV_STAMP): FORCE
+	@mkdir -p $(@D)
+	@echo '$(GIT_REV)' | cmp -s - $@ || echo '$(GIT_REV)' >$@
+$(BUILD)/obj/daemon/main.o $(BUILD)/obj/daemon/api.o $(BUILD)/obj/client/info.o: $(REV_STAMP)
+.PHONY: FORCE
+FORCE:
+
 $(LIBRUNTIME): $(RUNTIME_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
