@@ -257,6 +257,8 @@ group_end(struct store *st, struct group *g)
             atomic_store(&st->max_group, g->n);
         st->since_checkpoint++;
     }
+    /* Each scheduler thread is woken once, with all its requesters. */
+    rt_wake_batch_begin();
     for (r = g->head; r != NULL; r = next) {
         next = r->next; /* r is gone once its caller wakes */
         if (!r->lazy) {
@@ -268,6 +270,7 @@ group_end(struct store *st, struct group *g)
             atomic_fetch_add(&st->lazy_failures, 1);
         free(r); /* the first member of its allocation (store_set_pgid_lazy) */
     }
+    rt_wake_batch_end();
 }
 
 static void

@@ -633,6 +633,81 @@ test_unbuffered_pingpong_between_coroutines_across_threads(void **state)
     done(rt);
 }
 
+/* Wake-ups made between rt_wake_batch_begin and the outermost
+ * rt_wake_batch_end reach nobody before the end, and then each thread runs
+ * its coroutines in the order they were woken. */
+#define WB_N 8
+
+struct wb {
+    struct wg *wg[WB_N], *all;
+    atomic_int woke;
+    int order[2][WB_N], norder[2]; /* per thread, touched by that thread only */
+};
+
+struct wb_arg {
+    struct wb *b;
+    int i;
+};
+
+static void
+wb_waiter(void *p)
+{
+    struct wb_arg *a = p;
+    struct wb *b = a->b;
+    int t = coro_thread();
+
+    assert_int_equal(wg_wait(b->wg[a->i], NULL, RT_FOREVER), 0);
+    atomic_fetch_add(&b->woke, 1);
+    b->order[t][b->norder[t]++] = a->i;
+    wg_done(b->all);
+}
+
+static void
+test_wake_batch_holds_wakeups_until_the_end(void **state)
+{
+    struct wb b = {0};
+    struct wb_arg args[WB_N];
+    struct rt_stats st;
+    struct rt *rt = mkrt(2);
+    struct timespec pause = {0, 20 * MS};
+
+    wg_new(&b.all);
+    wg_add(b.all, WB_N);
+    for (int i = 0; i < WB_N; i++) {
+        wg_new(&b.wg[i]);
+        wg_add(b.wg[i], 1);
+        args[i] = (struct wb_arg){&b, i};
+        assert_int_equal(coro_spawn_on(rt, i % 2, "wb", wb_waiter, &args[i]), 0);
+    }
+    do { /* every waiter parked: a wg_done before its wait would not wake it */
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+        rt_stats(rt, &st);
+    } while (st.parked[CORO_WAIT_WG] < WB_N);
+
+    rt_wake_batch_begin();
+    rt_wake_batch_begin();
+    for (int i = WB_N - 1; i >= 0; i--) /* reverse: the order must survive */
+        wg_done(b.wg[i]);
+    rt_wake_batch_end(); /* the inner end hands nothing over */
+    nanosleep(&pause, NULL);
+    assert_int_equal(atomic_load(&b.woke), 0);
+    rt_stats(rt, &st);
+    assert_int_equal(st.parked[CORO_WAIT_WG], WB_N);
+    rt_wake_batch_end();
+    assert_int_equal(wg_wait(b.all, NULL, 5000 * MS), 0);
+    assert_int_equal(atomic_load(&b.woke), WB_N);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(b.norder[t], WB_N / 2);
+        for (int k = 0; k < WB_N / 2; k++) /* thread 0: 6, 4, 2, 0; thread 1: 7, 5, 3, 1 */
+            assert_int_equal(b.order[t][k], WB_N - 2 + t - 2 * k);
+    }
+    rt_wake_batch_end(); /* unbalanced: ignored */
+    for (int i = 0; i < WB_N; i++)
+        wg_free(b.wg[i]);
+    wg_free(b.all);
+    done(rt);
+}
+
 static void
 buffered_main(void *p)
 {
@@ -1785,6 +1860,7 @@ main(void)
         cmocka_unit_test(test_mutex_excludes_across_threads),
         cmocka_unit_test(test_cond_signal_broadcast_timeout),
         cmocka_unit_test(test_wg_wait_timeout_and_zero),
+        cmocka_unit_test(test_wake_batch_holds_wakeups_until_the_end),
         cmocka_unit_test(test_pool_bounds_and_backpressure),
         cmocka_unit_test(test_pool_fail_fast_and_raise_limit),
         cmocka_unit_test(test_blocking_pool_runs_calls_off_thread),

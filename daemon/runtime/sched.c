@@ -164,17 +164,76 @@ notify(struct sched *s)
     }
 }
 
-void
-remote_push(struct sched *s, struct coro *c)
+/* Pushes the chain head..tail (linked by rnext, newest first, as single
+ * pushes would have left it) onto s's remote queue in one CAS. */
+static void
+remote_push_chain(struct sched *s, struct coro *head, struct coro *tail)
 {
-    struct coro *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
+    struct coro *old = atomic_load_explicit(&s->remote, memory_order_relaxed);
     /* Same cache line as `remote`, which the push takes anyway. */
     atomic_fetch_add_explicit(&s->pushers, 1, memory_order_relaxed);
     do {
-        c->rnext = head;
-    } while (!atomic_compare_exchange_weak(&s->remote, &head, c));
+        tail->rnext = old;
+    } while (!atomic_compare_exchange_weak(&s->remote, &old, head));
     notify(s);
     atomic_fetch_sub_explicit(&s->pushers, 1, memory_order_release);
+}
+
+/* Wake-ups held by rt_wake_batch_begin, per target thread. More targets
+ * than this are rare (a batch wakes coroutines of a few threads); the
+ * extra ones are pushed at once. */
+#define WAKE_BATCH_TARGETS 8
+
+struct wake_batch {
+    int depth, n;
+    struct {
+        struct sched *s;
+        struct coro *head, *tail;
+    } t[WAKE_BATCH_TARGETS];
+};
+
+static _Thread_local struct wake_batch tl_wake;
+
+void
+remote_push(struct sched *s, struct coro *c)
+{
+    struct wake_batch *b = &tl_wake;
+
+    if (b->depth > 0) {
+        for (int i = 0; i < b->n; i++) {
+            if (b->t[i].s == s) {
+                c->rnext = b->t[i].head;
+                b->t[i].head = c;
+                return;
+            }
+        }
+        if (b->n < WAKE_BATCH_TARGETS) {
+            c->rnext = NULL;
+            b->t[b->n].s = s;
+            b->t[b->n].head = b->t[b->n].tail = c;
+            b->n++;
+            return;
+        }
+    }
+    remote_push_chain(s, c, c);
+}
+
+void
+rt_wake_batch_begin(void)
+{
+    tl_wake.depth++;
+}
+
+void
+rt_wake_batch_end(void)
+{
+    struct wake_batch *b = &tl_wake;
+
+    if (b->depth <= 0 || --b->depth > 0)
+        return;
+    for (int i = 0; i < b->n; i++)
+        remote_push_chain(b->t[i].s, b->t[i].head, b->t[i].tail);
+    b->n = 0;
 }
 
 static void

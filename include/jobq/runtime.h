@@ -273,6 +273,22 @@ int coro_cond_wait(struct coro_cond *c, struct coro_mutex *m, struct ctx *ctx, i
 void coro_cond_signal(struct coro_cond *c);
 void coro_cond_broadcast(struct coro_cond *c);
 
+/* ---- batched wake-ups ------------------------------------------------- */
+
+/*
+ * Between rt_wake_batch_begin() and rt_wake_batch_end(), the wake-ups this
+ * thread makes for coroutines of other threads (wg_done, chan_send, ...)
+ * are held and handed over at the end: one push and at most one eventfd
+ * write per target thread, however many coroutines it gets. A thread that
+ * finishes a batch of requests for many coroutines (the store's writer
+ * after a group commit) wakes each scheduler thread once, with all its
+ * work, instead of waking it for the first coroutine and again after it
+ * went back to sleep. The calls nest. Nothing may park or block between
+ * them: the held coroutines would wait as long.
+ */
+void rt_wake_batch_begin(void);
+void rt_wake_batch_end(void);
+
 /* ---- blocking pool ---------------------------------------------------- */
 
 /*
