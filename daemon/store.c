@@ -372,7 +372,7 @@ wait_work(struct store *st)
 static bool
 gather(struct store *st, const struct group *g, uint64_t target, const struct timespec *deadline)
 {
-    while (st->head == NULL && !st->stopping) {
+    while (st->head == NULL && g->n < target && !st->stopping) {
         st->gather_target = 1;
         if (pthread_cond_timedwait(&st->cv, &st->mu, deadline) == ETIMEDOUT)
             break;

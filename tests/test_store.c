@@ -1915,6 +1915,65 @@ test_front_no_linger_when_idle_or_impatient(void **state)
     assert_true(t.took_ms < 900);
 }
 
+/* A submit from another thread, timed. */
+struct timed_submit {
+    struct store *st;
+    struct job_spec sp;
+    int rc;
+    int64_t took_ms;
+};
+
+static void *
+timed_submit_main(void *arg)
+{
+    struct timed_submit *t = arg;
+    char why[128];
+    int64_t id, t0 = job_now_ms();
+    t->rc = store_submit(t->st, &t->sp, &id, NULL, why, sizeof(why));
+    t->took_ms = job_now_ms() - t0;
+    return NULL;
+}
+
+/* The gather window holds a group open for the requesters of the last
+ * one. Once they are all back, the group commits at once: it does not
+ * wait out the window for a request nobody is going to send. */
+static void
+test_front_gathered_group_commits_once_complete(void **state)
+{
+    struct fx *fx = *state;
+    struct timed_submit t[4];
+    pthread_t th[4];
+    uint64_t c0;
+
+    fx->opts.gather_us = 60000000; /* a minute */
+    front_reopen(fx);
+    for (int i = 0; i < 4; i++)
+        t[i] = (struct timed_submit){.st = fx->st, .sp = spec_q("q", 0)};
+    /* A group of two: both queue up while the first commit is slow. */
+    fx->commits_seen = 0;
+    fx->slow_commit = 1;
+    fx->slow_ms = 300;
+    assert_int_equal(pthread_create(&th[0], NULL, timed_submit_main, &t[0]), 0);
+    usleep(50000);
+    assert_int_equal(pthread_create(&th[1], NULL, timed_submit_main, &t[1]), 0);
+    assert_int_equal(pthread_create(&th[2], NULL, timed_submit_main, &t[2]), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    fx->slow_commit = 0;
+    c0 = front_commits(fx);
+    /* The next group starts with one request and gathers the second. */
+    assert_int_equal(pthread_create(&th[3], NULL, timed_submit_main, &t[3]), 0);
+    usleep(50000);
+    t[0].took_ms = 0;
+    timed_submit_main(&t[0]);
+    pthread_join(th[3], NULL);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(t[i].rc, 0);
+    assert_true(t[0].took_ms < 30000);
+    assert_true(t[3].took_ms < 30000);
+    assert_int_equal(front_commits(fx), c0 + 1);
+}
+
 /* Threads submitting one job at a time, each job named after its
  * submitter and its turn: several of them share one multi-row INSERT. */
 #define MERGE_THREADS 8
@@ -2879,6 +2938,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_no_linger_when_idle_or_impatient, setup_front,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_front_gathered_group_commits_once_complete,
+                                        setup_front, teardown),
         cmocka_unit_test_setup_teardown(test_front_rejects_bad_spec_before_sql, setup_front,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_front_batch_is_one_transaction, setup_front, teardown),
