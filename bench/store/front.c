@@ -4,8 +4,8 @@
  * concurrent submits, the latency of one submitter, batch submits, and
  * claim+complete cycles. bench/store/raw.c measures the references.
  *
- * usage: front DIR [submit | cycle]   (cycle: claim+complete alone, the
- * reference of bench/postgres.sh)
+ * usage: front DIR [submit | batch | cycle]   (one figure alone; cycle is
+ * the reference of bench/postgres.sh)
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -19,7 +19,7 @@
 #define PER_SUBMITTER 2500
 #define LAT_SUBMITS 3000
 #define BATCH_SPECS 10000
-#define BATCHES 10
+#define BATCHES 50
 #define CYCLE_JOBS 100000
 #define WORKERS 4
 #define CLAIM_BATCH 256
@@ -32,6 +32,7 @@ struct bench {
     atomic_long left; /* claim+complete: jobs still to finish */
     bool only_submit; /* `front DIR submit`: the first figure alone (profiling) */
     bool only_cycle;  /* `front DIR cycle`: claim+complete alone */
+    bool only_batch;  /* `front DIR batch`: batch submits alone (profiling) */
 };
 
 static struct store *
@@ -109,7 +110,9 @@ bench_submit_latency(void *arg)
     free(lat);
 }
 
-/* `jobq submit --batch` of BATCH_SPECS specs: one request, one commit. */
+/* `jobq submit --batch` of BATCH_SPECS specs: one request, one commit.
+ * Like raw.insert_batch1000_rate, BATCHES * BATCH_SPECS = 500,000 rows
+ * into an empty database. */
 static void
 bench_batch(void *arg)
 {
@@ -204,6 +207,12 @@ bench_main(void *arg)
 {
     struct bench *b = arg;
 
+    if (b->only_batch) {
+        b->st = open_store(b->dir, "batch.db");
+        bench_batch(b);
+        store_free(b->st);
+        return;
+    }
     if (b->only_cycle) {
         bench_claim_complete(b);
         store_free(b->st);
@@ -215,6 +224,8 @@ bench_main(void *arg)
         return;
     }
     bench_submit_latency(b);
+    store_free(b->st);
+    b->st = open_store(b->dir, "batch.db");
     bench_batch(b);
     store_free(b->st);
     bench_claim_complete(b);
@@ -231,12 +242,13 @@ main(int argc, char **argv)
     int rc;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: front DIR [submit | cycle]\n");
+        fprintf(stderr, "usage: front DIR [submit | batch | cycle]\n");
         return 64;
     }
     b.dir = argv[1];
     b.only_submit = argc > 2 && strcmp(argv[2], "submit") == 0;
     b.only_cycle = argc > 2 && strcmp(argv[2], "cycle") == 0;
+    b.only_batch = argc > 2 && strcmp(argv[2], "batch") == 0;
     if ((rc = wg_new(&b.wg)) < 0 || (rc = rt_new(&ro, &rt)) < 0)
         bench_die("runtime", rc, NULL);
     if ((rc = rt_run(rt, "bench", bench_main, &b)) < 0)
