@@ -297,6 +297,7 @@ end_job(const struct exec_opts *o, int64_t id, pid_t leader, int64_t ran_ms)
             break;
         sw.from = sw.upto;
     }
+    exec_sweep_fini(&sw);
     return sw.killed;
 }
 

@@ -51,8 +51,11 @@ struct exec_sweep {
      * the probe stopped: the next round starts there. */
     pid_t from, upto;
     bool full; /* scan all of /proc instead of cand */
-    int ncand;
-    pid_t cand[JOBQ_EXEC_PROBE_CANDIDATES];
+    int ncand, capcand;
+    /* cand_inline, or, once the probe found more, an array on the heap
+     * that exec_sweep_fini frees. */
+    pid_t *cand;
+    pid_t cand_inline[JOBQ_EXEC_PROBE_CANDIDATES];
     int killed;
 };
 
@@ -62,6 +65,8 @@ struct exec_sweep {
  * for exec_sweep_check. ran_ms: how long the job ran (the first round of
  * a long job is a full scan: its pids may have wrapped). */
 void exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms);
+/* Frees what the probe allocated. */
+void exec_sweep_fini(struct exec_sweep *sw);
 
 /* Blocking: reads the environment of sw->cand (or of every process if
  * sw->full) and SIGKILLs those carrying the job's marker, with their

@@ -467,12 +467,48 @@ last_pid(void)
     return (pid_t)strtol(buf, NULL, 10);
 }
 
+/* Room for want candidates in all. A full scan is the fallback, and it
+ * reads the environment of every process on the machine: with other jobq
+ * nodes or busy neighbours starting processes, more than the inline
+ * candidates is common, and a scan per job end cost a quarter of the CPU
+ * of four nodes running 650 short jobs a second. The range bounds want
+ * (JOBQ_EXEC_PROBE_MAX_PIDS). */
+static bool
+cand_room(struct exec_sweep *sw, int want)
+{
+    pid_t *c;
+
+    if (want <= sw->capcand)
+        return true;
+    if ((c = malloc((size_t)want * sizeof(*c))) == NULL)
+        return false;
+    memcpy(c, sw->cand, (size_t)sw->ncand * sizeof(*c));
+    if (sw->cand != sw->cand_inline)
+        free(sw->cand);
+    sw->cand = c;
+    sw->capcand = want;
+    return true;
+}
+
+void
+exec_sweep_fini(struct exec_sweep *sw)
+{
+    if (sw->cand != NULL && sw->cand != sw->cand_inline)
+        free(sw->cand);
+    sw->cand = NULL;
+    sw->capcand = 0;
+}
+
 void
 exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms)
 {
     pid_t self_sid = getsid(0), last = last_pid();
     bool first = sw->from == sw->leader;
 
+    if (sw->cand == NULL) {
+        sw->cand = sw->cand_inline;
+        sw->capcand = JOBQ_EXEC_PROBE_CANDIDATES;
+    }
     sw->ncand = 0;
     sw->full = false;
     /* Pids are handed out in increasing order (until they wrap at
@@ -490,7 +526,7 @@ exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms)
             sw->killed += kill_proc(p);
             break;
         case V_CHECK:
-            if (sw->ncand == JOBQ_EXEC_PROBE_CANDIDATES) {
+            if (sw->ncand == sw->capcand && !cand_room(sw, sw->ncand + (int)(last - p) + 1)) {
                 sw->full = true;
                 sw->ncand = 0;
                 sw->upto = last;

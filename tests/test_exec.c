@@ -926,6 +926,58 @@ test_marked_escapee_is_killed(void **state)
     assert_true(r.elapsed_ns < 900 * MS);
 }
 
+/* More unattributed processes than the probe keeps inline: a hundred
+ * strangers in sessions of their own (the marker's id removed), started by
+ * the job like the jobs of other nodes on the same machine, and one marked
+ * escapee among them. The escapee dies, the strangers live. */
+#define STRANGERS 100
+
+static void
+test_marked_escapee_found_among_many_strangers(void **state)
+{
+    struct fx *fx = *state;
+    char script[PATH_MAX], path[PATH_MAX + 16], log[128];
+    char *argv[] = {script, NULL};
+    pid_t strangers[STRANGERS], p;
+    struct run r;
+    FILE *f;
+    int n = 0;
+
+    snprintf(script, sizeof(script), "%s/crowd.sh", fx->dir);
+    write_file(script,
+               "#!/bin/sh\n"
+               "i=0\n"
+               "while [ $i -lt 100 ]; do\n"
+               "    setsid env -u JOBQ_JOB_ID sleep 100 </dev/null >/dev/null 2>&1 &\n"
+               "    echo $! >>\"$0.strangers\"\n"
+               "    i=$((i + 1))\n"
+               "done\n"
+               "setsid sh -c 'echo $$ > \"$0\"; exec sleep 100' \"$0.pid\" </dev/null >/dev/null "
+               "2>&1 &\n"
+               "while [ ! -s \"$0.pid\" ]; do sleep 0.01; done\n"
+               "cat \"$0.pid\"\n",
+               0755);
+    job_init(&r, fx, 44, argv);
+    run(&r);
+    snprintf(path, sizeof(path), "%s.strangers", script);
+    assert_non_null(f = fopen(path, "r"));
+    while (n < STRANGERS && fscanf(f, "%d", &strangers[n]) == 1)
+        n++;
+    fclose(f);
+    assert_int_equal(n, STRANGERS);
+    assert_int_equal(r.res.outcome, OUTCOME_SUCCEEDED);
+    read_log(fx, 44, 1, log, sizeof(log));
+    p = (pid_t)atoi(log);
+    assert_true(p > 0);
+    assert_true(gone(fx, p));
+    for (int i = 0; i < n; i++)
+        assert_int_equal(kill(strangers[i], 0), 0); /* spared: not marked as the job's */
+    for (int i = 0; i < n; i++)
+        kill(strangers[i], SIGKILL);
+    for (int i = 0; i < n; i++)
+        assert_true(gone(fx, strangers[i]));
+}
+
 static void
 test_unmarked_escapee_holding_pipe_does_not_hang(void **state)
 {
@@ -1356,6 +1408,7 @@ main(void)
         T(test_background_straggler_killed_when_leader_exits),
         T(test_process_that_left_the_group_is_killed),
         T(test_marked_escapee_is_killed),
+        T(test_marked_escapee_found_among_many_strangers),
         T(test_unmarked_escapee_holding_pipe_does_not_hang),
         T(test_as_submitter_runs_as_nobody_with_groups),
         T(test_identity_cache_gives_the_same_identity),

@@ -136,7 +136,8 @@
 #define JOBQ_EXEC_PROBE_MAX_PIDS 1024
 #define JOBQ_EXEC_PROBE_MAX_MS 1000
 /* Unattributed processes found by that probe whose environment is read
- * (on a helper thread) for the job's marker; more means a full scan. */
+ * (on a helper thread) for the job's marker: room for this many in the
+ * sweep itself; more are given room on the heap for the job's end. */
 #define JOBQ_EXEC_PROBE_CANDIDATES 64
 /* Rounds of kill-and-rescan at a job's end: a process forking as fast as
  * it can while being killed is caught within a few. */
