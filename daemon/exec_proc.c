@@ -499,6 +499,148 @@ exec_sweep_fini(struct exec_sweep *sw)
     sw->capcand = 0;
 }
 
+/*
+ * The job's processes by descent instead of by pid range. We are a
+ * subreaper (exec_children_new): when the leader exited, the kernel gave
+ * its children to us, and each orphan of theirs since, so whatever the job
+ * left is a child of ours that leads no job (an adopted orphan), or below
+ * one. Adopted orphans go to the first live thread of the reaper, our main
+ * thread (kernel/exit.c, find_new_reaper), so one children file lists
+ * them; job leaders are children of the helper threads that cloned them
+ * and never appear there. The cost is that file at every job's end, plus
+ * a walk below orphans when there are any; the range probe reads every
+ * process started during the job's life, other nodes' jobs included.
+ * Returns false when the lists cannot be trusted complete (no
+ * /proc/PID/task/TID/children, a list cut off, too many processes): the
+ * caller falls back to the range probe.
+ */
+#define TREE_MAX JOBQ_EXEC_PROBE_MAX_PIDS
+
+struct tree {
+    pid_t *pid;
+    int n, cap;
+    pid_t small[64];
+};
+
+static bool
+tree_push(struct tree *t, pid_t p)
+{
+    if (t->n == t->cap) {
+        pid_t *np;
+        if (t->cap >= TREE_MAX || (np = malloc(TREE_MAX * sizeof(*np))) == NULL)
+            return false;
+        memcpy(np, t->pid, (size_t)t->n * sizeof(*np));
+        t->pid = np;
+        t->cap = TREE_MAX;
+    }
+    t->pid[t->n++] = p;
+    return true;
+}
+
+/* Pushes the pids listed in path (a children file). A file that is gone
+ * (its thread exited) lists nothing; false if it was cut off or did not
+ * fit. */
+static bool
+tree_push_file(struct tree *t, const char *path, bool *missing)
+{
+    char buf[4096], *p, *end;
+    ssize_t got;
+    int fd;
+
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        *missing = true;
+        return true;
+    }
+    got = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (got < 0 || (size_t)got == sizeof(buf) - 1)
+        return false;
+    buf[got] = '\0';
+    for (p = buf;; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            return true;
+        if (pid > 0 && !tree_push(t, (pid_t)pid))
+            return false;
+    }
+}
+
+/* Pushes the children of every thread of p. */
+static bool
+tree_push_children(struct tree *t, pid_t p)
+{
+    char path[64];
+    struct dirent *e;
+    bool ok = true, missing = false;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)p);
+    if ((d = opendir(path)) == NULL)
+        return true; /* gone: its children are ours now, seen next round */
+    while (ok && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%.16s/children", (int)p, e->d_name);
+        ok = tree_push_file(t, path, &missing);
+    }
+    closedir(d);
+    return ok;
+}
+
+static bool
+tree_probe(struct exec_sweep *sw, pid_t self_sid)
+{
+    struct tree t = {.cap = 64};
+    pid_t self = getpid();
+    char path[64];
+    bool ok, missing = false;
+    siginfo_t si;
+
+    t.pid = t.small;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)self);
+    if (!(ok = tree_push_file(&t, path, &missing)) || missing)
+        goto out;
+    /* The roots are our children; their descendants are pushed above them. */
+    for (int roots = t.n; t.n > 0;) {
+        bool root = t.n <= roots;
+        pid_t p = t.pid[--t.n];
+        if (root)
+            roots = t.n;
+        if (p == sw->leader || is_job_leader(sw->children, p))
+            continue; /* this job's zombie leader, or another job */
+        if (root) {
+            si.si_pid = 0;
+            if (waitid(P_PID, (id_t)p, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 &&
+                si.si_pid != 0)
+                continue; /* dead already, waiting to be reaped */
+        }
+        /* Its children first: killed, it hands them to us. */
+        if (!(ok = tree_push_children(&t, p)))
+            goto out;
+        switch (classify(sw, p, self_sid)) {
+        case V_KILL:
+            sw->killed += kill_proc(p);
+            break;
+        case V_CHECK:
+            if (sw->ncand == sw->capcand &&
+                !cand_room(sw, sw->ncand < TREE_MAX / 2 ? TREE_MAX : 2 * sw->ncand)) {
+                ok = false;
+                goto out;
+            }
+            sw->cand[sw->ncand++] = p;
+            break;
+        case V_SKIP:
+            break;
+        }
+    }
+out:
+    if (t.pid != t.small)
+        free(t.pid);
+    if (!ok || missing)
+        sw->ncand = 0;
+    return ok && !missing;
+}
+
 void
 exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms)
 {
@@ -511,6 +653,8 @@ exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms)
     }
     sw->ncand = 0;
     sw->full = false;
+    if (sw->children != NULL && tree_probe(sw, self_sid))
+        return;
     /* Pids are handed out in increasing order (until they wrap at
      * pid_max): whatever the job started has a pid above the leader's.
      * A long job, or a range too wide, may have seen them wrap. */
