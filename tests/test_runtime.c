@@ -708,6 +708,48 @@ test_wake_batch_holds_wakeups_until_the_end(void **state)
     done(rt);
 }
 
+/* On a scheduler thread the batch calls do nothing: a coroutine that
+ * parks between them still gets its answer. */
+struct wb_sched {
+    struct wg *ask, *answer;
+};
+
+static void
+wb_answerer(void *p)
+{
+    struct wb_sched *x = p;
+    wg_wait(x->ask, NULL, RT_FOREVER);
+    wg_done(x->answer);
+}
+
+static void
+wb_sched_main(void *p)
+{
+    struct wb_sched *x = p;
+
+    rt_wake_batch_begin();
+    wg_done(x->ask); /* the answerer is on the other thread */
+    assert_int_equal(wg_wait(x->answer, NULL, 5000 * MS), 0);
+    rt_wake_batch_end();
+}
+
+static void
+test_wake_batch_does_nothing_on_scheduler_threads(void **state)
+{
+    struct wb_sched x;
+    struct rt *rt = mkrt(2);
+
+    wg_new(&x.ask);
+    wg_new(&x.answer);
+    wg_add(x.ask, 1);
+    wg_add(x.answer, 1);
+    coro_spawn_on(rt, 1, "answerer", wb_answerer, &x);
+    rt_run(rt, "main", wb_sched_main, &x); /* thread 0 (least loaded) */
+    wg_free(x.ask);
+    wg_free(x.answer);
+    done(rt);
+}
+
 static void
 buffered_main(void *p)
 {
@@ -1861,6 +1903,7 @@ main(void)
         cmocka_unit_test(test_cond_signal_broadcast_timeout),
         cmocka_unit_test(test_wg_wait_timeout_and_zero),
         cmocka_unit_test(test_wake_batch_holds_wakeups_until_the_end),
+        cmocka_unit_test(test_wake_batch_does_nothing_on_scheduler_threads),
         cmocka_unit_test(test_pool_bounds_and_backpressure),
         cmocka_unit_test(test_pool_fail_fast_and_raise_limit),
         cmocka_unit_test(test_blocking_pool_runs_calls_off_thread),

@@ -208,6 +208,9 @@ remote_push(struct sched *s, struct coro *c)
             }
         }
         if (b->n < WAKE_BATCH_TARGETS) {
+            /* Held wake-ups count as pushes in flight: rt_free must not
+             * free s before they are handed over. */
+            atomic_fetch_add_explicit(&s->pushers, 1, memory_order_relaxed);
             c->rnext = NULL;
             b->t[b->n].s = s;
             b->t[b->n].head = b->t[b->n].tail = c;
@@ -218,10 +221,14 @@ remote_push(struct sched *s, struct coro *c)
     remote_push_chain(s, c, c);
 }
 
+/* On a scheduler thread both do nothing: every coroutine of the thread
+ * would share the batch, and one that parked inside it would hold the
+ * others' wake-ups. */
 void
 rt_wake_batch_begin(void)
 {
-    tl_wake.depth++;
+    if (rt_tl_sched == NULL)
+        tl_wake.depth++;
 }
 
 void
@@ -229,10 +236,13 @@ rt_wake_batch_end(void)
 {
     struct wake_batch *b = &tl_wake;
 
-    if (b->depth <= 0 || --b->depth > 0)
+    if (rt_tl_sched != NULL || b->depth <= 0 || --b->depth > 0)
         return;
-    for (int i = 0; i < b->n; i++)
-        remote_push_chain(b->t[i].s, b->t[i].head, b->t[i].tail);
+    for (int i = 0; i < b->n; i++) {
+        struct sched *s = b->t[i].s;
+        remote_push_chain(s, b->t[i].head, b->t[i].tail);
+        atomic_fetch_sub_explicit(&s->pushers, 1, memory_order_release);
+    }
     b->n = 0;
 }
 

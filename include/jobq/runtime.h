@@ -283,8 +283,9 @@ void coro_cond_broadcast(struct coro_cond *c);
  * finishes a batch of requests for many coroutines (the store's writer
  * after a group commit) wakes each scheduler thread once, with all its
  * work, instead of waking it for the first coroutine and again after it
- * went back to sleep. The calls nest. Nothing may park or block between
- * them: the held coroutines would wait as long.
+ * went back to sleep. The calls nest. Nothing may block between them: the
+ * held coroutines would wait as long. For plain threads: on a scheduler
+ * thread both calls do nothing.
  */
 void rt_wake_batch_begin(void);
 void rt_wake_batch_end(void);
