@@ -369,16 +369,25 @@ wait_work(struct store *st)
  * its group is already as big as the last. Called with mu held; returns
  * with mu held and the queue non-empty, or false if the time is up.
  */
+/* Whether g is still short of target requesters (lazy records ride along
+ * and count for nothing: target counts the last group's requesters),
+ * within the size limit of a group. */
+static bool
+short_of(const struct group *g, uint64_t target)
+{
+    return g->n < JOBQ_STORE_BATCH_MAX_REQS && g->n - g->nlazy < target;
+}
+
 static bool
 gather(struct store *st, const struct group *g, uint64_t target, const struct timespec *deadline)
 {
-    while (st->head == NULL && g->n < target && !st->stopping) {
+    while (st->head == NULL && short_of(g, target) && !st->stopping) {
         st->gather_target = 1;
         if (pthread_cond_timedwait(&st->cv, &st->mu, deadline) == ETIMEDOUT)
             break;
     }
     st->gather_target = 0;
-    return st->head != NULL && g->n < target;
+    return st->head != NULL && short_of(g, target);
 }
 
 static void *
@@ -434,7 +443,7 @@ writer_main(void *arg)
         }
         /* (A relaxed group commits too fast to be worth holding open, and
          * a durable arrival must not join it.) */
-        if (!st->relaxed_now && wait_ns > 0 && g.n < target && !g.broken) {
+        if (!st->relaxed_now && wait_ns > 0 && short_of(&g, target) && !g.broken) {
             clock_gettime(CLOCK_MONOTONIC, &deadline);
             deadline.tv_sec += wait_ns / 1000000000;
             deadline.tv_nsec += wait_ns % 1000000000;
