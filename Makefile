@@ -217,7 +217,7 @@ check: test
 .PHONY: chaos
 chaos: deps
 	@$(MAKE) --no-print-directory all tests tools
-	@JOBQ_CHAOS=1 JOBQ_CRASH_ROUNDS=50 SUITE_TIMEOUT=1800 scripts/run-tests.sh $(BUILD)
+	@JOBQ_CHAOS=1 JOBQ_CRASH_ROUNDS=100 SUITE_TIMEOUT=1800 scripts/run-tests.sh $(BUILD)
 
 asan:
 	@scripts/deps.sh
