@@ -161,8 +161,34 @@ struct slot {
     int n;     /* registrations: a pid reused before its removal counts twice */
 };
 
+/*
+ * Strangers: processes whose environment a sweep read and found without
+ * this daemon's marker. At every job's end the range probe reads the
+ * environment of the processes started during the job's life that it
+ * cannot attribute; with other jobq nodes or busy neighbours on the
+ * machine most of them are strangers, and one stranger is in the range of
+ * every job that ends while it lives (a 0.2 s job of another node, in some
+ * 36 of ours at 180 jobs a second). One read is enough: a pid names the
+ * same process until the pid counter wraps (pids are handed out in
+ * increasing order, skipping those in use), which the range probe assumes
+ * too. So the set is emptied when the counter is seen below where the set
+ * began or more than STRANGER_SPAN pids past it, or when it is older than
+ * JOBQ_EXEC_PROBE_MAX_MS; a process whose environment came back empty (in
+ * an execve) or with our marker is never put in it.
+ */
+#define STRANGER_SLOTS 4096 /* a power of two; at most half full */
+#define STRANGER_SPAN 65536
+
+struct strangers {
+    pid_t slot[STRANGER_SLOTS]; /* 0: free */
+    int used;
+    pid_t base;    /* ns_last_pid when the set began */
+    int64_t since; /* and when, ms */
+    char *instance;
+};
+
 struct exec_children {
-    pthread_mutex_t lock; /* the table */
+    pthread_mutex_t lock; /* the table, and strangers */
     struct slot *slot;
     size_t cap, used; /* cap a power of two; used <= cap / 2 */
     size_t reserved;  /* room promised to spawns in flight */
@@ -171,6 +197,8 @@ struct exec_children {
      * exists but is not registered yet. */
     atomic_int inflight;
     atomic_uint_fast64_t gen;
+    struct strangers strangers;
+    atomic_long env_reads, stranger_hits; /* exec_children_sweep_stats */
 };
 
 static size_t
@@ -241,7 +269,79 @@ exec_children_free(struct exec_children *c)
         return;
     pthread_mutex_destroy(&c->lock);
     free(c->slot);
+    free(c->strangers.instance);
     free(c);
+}
+
+void
+exec_children_sweep_stats(struct exec_children *c, long *env_reads, long *stranger_hits)
+{
+    *env_reads = c != NULL ? atomic_load(&c->env_reads) : 0;
+    *stranger_hits = c != NULL ? atomic_load(&c->stranger_hits) : 0;
+}
+
+/* With lock held: empties the set if it may name other processes by now
+ * (see struct strangers), or was kept for another instance. */
+static void
+strangers_fresh(struct strangers *st, const char *instance, pid_t last, int64_t now_ms)
+{
+    if (st->used > 0 &&
+        (last < st->base || last - st->base > STRANGER_SPAN ||
+         now_ms - st->since > JOBQ_EXEC_PROBE_MAX_MS || strcmp(st->instance, instance) != 0)) {
+        memset(st->slot, 0, sizeof(st->slot));
+        st->used = 0;
+    }
+    if (st->used == 0) {
+        st->base = last;
+        st->since = now_ms;
+    }
+}
+
+static size_t
+stranger_slot(const struct strangers *st, pid_t p)
+{
+    size_t i = ((size_t)(uint32_t)p * 2654435761u) & (STRANGER_SLOTS - 1);
+    while (st->slot[i] != 0 && st->slot[i] != p)
+        i = (i + 1) & (STRANGER_SLOTS - 1);
+    return i;
+}
+
+/* Whether p's environment was read since the set began and is not ours. */
+static bool
+stranger_known(struct exec_children *c, const char *instance, pid_t p, pid_t last, int64_t now_ms)
+{
+    bool known;
+
+    pthread_mutex_lock(&c->lock);
+    strangers_fresh(&c->strangers, instance, last, now_ms);
+    known = c->strangers.used > 0 && c->strangers.slot[stranger_slot(&c->strangers, p)] == p;
+    pthread_mutex_unlock(&c->lock);
+    if (known)
+        atomic_fetch_add(&c->stranger_hits, 1);
+    return known;
+}
+
+static void
+stranger_add(struct exec_children *c, const char *instance, pid_t p, pid_t last, int64_t now_ms)
+{
+    struct strangers *st = &c->strangers;
+    size_t i;
+
+    pthread_mutex_lock(&c->lock);
+    strangers_fresh(st, instance, last, now_ms);
+    if (st->instance == NULL || strcmp(st->instance, instance) != 0) {
+        char *copy = strdup(instance);
+        if (copy == NULL)
+            goto out; /* then nothing is remembered */
+        free(st->instance);
+        st->instance = copy;
+    }
+    if (st->used < STRANGER_SLOTS / 2 && st->slot[i = stranger_slot(st, p)] == 0) {
+        st->slot[i] = p;
+        st->used++;
+    }
+out:
+    pthread_mutex_unlock(&c->lock);
 }
 
 int
@@ -504,6 +604,7 @@ exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms)
 {
     pid_t self_sid = getsid(0), last = last_pid();
     bool first = sw->from == sw->leader;
+    int64_t now_ms = rt_now_ns() / 1000000;
 
     if (sw->cand == NULL) {
         sw->cand = sw->cand_inline;
@@ -526,6 +627,8 @@ exec_sweep_probe(struct exec_sweep *sw, int64_t ran_ms)
             sw->killed += kill_proc(p);
             break;
         case V_CHECK:
+            if (sw->children != NULL && stranger_known(sw->children, sw->instance, p, last, now_ms))
+                break;
             if (sw->ncand == sw->capcand && !cand_room(sw, sw->ncand + (int)(last - p) + 1)) {
                 sw->full = true;
                 sw->ncand = 0;
@@ -547,8 +650,14 @@ struct again {
     pid_t pid[JOBQ_EXEC_PROBE_CANDIDATES];
 };
 
+/* What exec_sweep_check knows of the moment: for the strangers set. */
+struct when {
+    pid_t last;
+    int64_t now_ms;
+};
+
 static int
-sweep_one(struct exec_sweep *sw, pid_t p, enum verdict v, struct again *ag)
+sweep_one(struct exec_sweep *sw, pid_t p, enum verdict v, const struct when *w, struct again *ag)
 {
     int64_t id;
     int rc;
@@ -557,7 +666,17 @@ sweep_one(struct exec_sweep *sw, pid_t p, enum verdict v, struct again *ag)
         return kill_proc(p);
     if (v != V_CHECK)
         return 0;
-    if ((rc = proc_marker(p, sw->instance, &id)) == 1 && id == sw->id)
+    /* (The probe's candidates were looked up already; a full scan's not.) */
+    if (sw->full && sw->children != NULL &&
+        stranger_known(sw->children, sw->instance, p, w->last, w->now_ms))
+        return 0;
+    rc = proc_marker(p, sw->instance, &id);
+    if (sw->children != NULL) {
+        atomic_fetch_add(&sw->children->env_reads, 1);
+        if (rc == 0) /* read, and nothing of ours in it */
+            stranger_add(sw->children, sw->instance, p, w->last, w->now_ms);
+    }
+    if (rc == 1 && id == sw->id)
         return kill_proc(p);
     if (rc == -EAGAIN && ag != NULL && ag->n < JOBQ_EXEC_PROBE_CANDIDATES)
         ag->pid[ag->n++] = p;
@@ -569,12 +688,13 @@ exec_sweep_check(void *arg)
 {
     struct exec_sweep *sw = arg;
     struct again ag = {0};
+    struct when w = {last_pid(), rt_now_ns() / 1000000};
     pid_t self_sid = getsid(0);
     int killed = 0;
 
     if (!sw->full) {
         for (int i = 0; i < sw->ncand; i++)
-            killed += sweep_one(sw, sw->cand[i], V_CHECK, &ag);
+            killed += sweep_one(sw, sw->cand[i], V_CHECK, &w, &ag);
     } else {
         DIR *d = opendir("/proc");
         struct dirent *e;
@@ -585,7 +705,7 @@ exec_sweep_check(void *arg)
             long p = strtol(e->d_name, &end, 10);
             if (*end != '\0' || p <= 0)
                 continue;
-            killed += sweep_one(sw, (pid_t)p, classify(sw, (pid_t)p, self_sid), &ag);
+            killed += sweep_one(sw, (pid_t)p, classify(sw, (pid_t)p, self_sid), &w, &ag);
         }
         closedir(d);
     }
@@ -594,7 +714,7 @@ exec_sweep_check(void *arg)
     if (ag.n > 0) {
         usleep(1000);
         for (int i = 0; i < ag.n; i++)
-            killed += sweep_one(sw, ag.pid[i], V_CHECK, NULL);
+            killed += sweep_one(sw, ag.pid[i], V_CHECK, &w, NULL);
     }
     sw->killed += killed;
     return killed;

@@ -978,6 +978,89 @@ test_marked_escapee_found_among_many_strangers(void **state)
         assert_true(gone(fx, strangers[i]));
 }
 
+/* Two jobs at once: B starts 50 strangers and ends; A, which started
+ * before them and ends after B, has them in its pid range too. B's sweep
+ * reads their environments; A's does not read them again. */
+#define PAIR_STRANGERS 50
+
+struct pair {
+    struct run a, b;
+    struct wg *wg;
+};
+
+static void
+pair_one(void *arg)
+{
+    struct run *r = arg;
+    r->rc = exec_run(&r->fx->o, &r->job, 1, NULL, on_started, on_output, r, &r->res);
+    wg_done((struct wg *)r->job.spec.name);
+}
+
+static void
+pair_main(void *arg)
+{
+    struct pair *pr = arg;
+    assert_int_equal(wg_new(&pr->wg), 0);
+    wg_add(pr->wg, 2);
+    pr->a.job.spec.name = (char *)pr->wg; /* borrowed to carry the wait group */
+    pr->b.job.spec.name = (char *)pr->wg;
+    assert_int_equal(coro_spawn(coro_rt(), "a", pair_one, &pr->a), 0);
+    assert_int_equal(coro_spawn(coro_rt(), "b", pair_one, &pr->b), 0);
+    assert_int_equal(wg_wait(pr->wg, NULL, RT_FOREVER), 0);
+    wg_free(pr->wg);
+}
+
+static void
+test_strangers_environment_read_once(void **state)
+{
+    struct fx *fx = *state;
+    char script[PATH_MAX], path[PATH_MAX + 16];
+    char *argv_a[] = {"sleep", "0.8", NULL}, *argv_b[] = {script, NULL};
+    pid_t strangers[PAIR_STRANGERS];
+    long reads0, hits0, reads1, hits1;
+    struct pair pr;
+    FILE *f;
+    int n = 0;
+
+    snprintf(script, sizeof(script), "%s/strangers.sh", fx->dir);
+    write_file(script,
+               "#!/bin/sh\n"
+               "i=0\n"
+               "while [ $i -lt 50 ]; do\n"
+               "    setsid env -u JOBQ_INSTANCE -u JOBQ_JOB_ID sleep 100 </dev/null >/dev/null "
+               "2>&1 &\n"
+               "    echo $! >>\"$0.pids\"\n"
+               "    i=$((i + 1))\n"
+               "done\n"
+               "sleep 0.3\n", /* all of them out of our session by the end */
+               0755);
+    job_init(&pr.a, fx, 45, argv_a);
+    job_init(&pr.b, fx, 46, argv_b);
+    exec_children_sweep_stats(fx->children, &reads0, &hits0);
+    assert_int_equal(rt_run(fx->rt, "pair", pair_main, &pr), 0);
+    exec_children_sweep_stats(fx->children, &reads1, &hits1);
+    snprintf(path, sizeof(path), "%s.pids", script);
+    assert_non_null(f = fopen(path, "r"));
+    while (n < PAIR_STRANGERS && fscanf(f, "%d", &strangers[n]) == 1)
+        n++;
+    fclose(f);
+    assert_int_equal(n, PAIR_STRANGERS);
+    assert_int_equal(pr.a.res.outcome, OUTCOME_SUCCEEDED);
+    assert_int_equal(pr.b.res.outcome, OUTCOME_SUCCEEDED);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(kill(strangers[i], 0), 0); /* strangers live */
+    print_message("FIGURE sweep: %ld environments read, %ld reads skipped\n", reads1 - reads0,
+                  hits1 - hits0);
+    /* B read each stranger once; A found each of them remembered. */
+    assert_true(reads1 - reads0 >= PAIR_STRANGERS);
+    assert_true(reads1 - reads0 < 2 * PAIR_STRANGERS);
+    assert_true(hits1 - hits0 >= PAIR_STRANGERS);
+    for (int i = 0; i < n; i++)
+        kill(strangers[i], SIGKILL);
+    for (int i = 0; i < n; i++)
+        assert_true(gone(fx, strangers[i]));
+}
+
 static void
 test_unmarked_escapee_holding_pipe_does_not_hang(void **state)
 {
@@ -1409,6 +1492,7 @@ main(void)
         T(test_process_that_left_the_group_is_killed),
         T(test_marked_escapee_is_killed),
         T(test_marked_escapee_found_among_many_strangers),
+        T(test_strangers_environment_read_once),
         T(test_unmarked_escapee_holding_pipe_does_not_hang),
         T(test_as_submitter_runs_as_nobody_with_groups),
         T(test_identity_cache_gives_the_same_identity),

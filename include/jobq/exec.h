@@ -167,5 +167,9 @@ void exec_idents_free(struct exec_idents *c);
  * reaped.
  */
 int exec_children_reap(struct exec_children *c);
+/* How many environments jobs' sweeps have read, and how many reads they
+ * skipped because the process had been read before and found a stranger
+ * (docs/EXEC.md). NULL-safe. */
+void exec_children_sweep_stats(struct exec_children *c, long *env_reads, long *stranger_hits);
 
 #endif
