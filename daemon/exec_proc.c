@@ -171,10 +171,13 @@ struct slot {
  * 36 of ours at 180 jobs a second). One read is enough: a pid names the
  * same process until the pid counter wraps (pids are handed out in
  * increasing order, skipping those in use), which the range probe assumes
- * too. So the set is emptied when the counter is seen below where the set
- * began or more than STRANGER_SPAN pids past it, or when it is older than
- * JOBQ_EXEC_PROBE_MAX_MS; a process whose environment came back empty (in
- * an execve) or with our marker is never put in it.
+ * too. So the set is emptied when the counter is seen more than
+ * JOBQ_EXEC_PROBE_MAX_PIDS below the highest value seen since the set
+ * began (it wrapped; sweeps on other threads may pass a value read a
+ * moment earlier, a little below) or more than STRANGER_SPAN pids past its
+ * start, or when it is older than JOBQ_EXEC_PROBE_MAX_MS; a process whose
+ * environment came back empty (in an execve) or with our marker is never
+ * put in it.
  */
 #define STRANGER_SLOTS 4096 /* a power of two; at most half full */
 #define STRANGER_SPAN 65536
@@ -183,7 +186,8 @@ struct strangers {
     pid_t slot[STRANGER_SLOTS]; /* 0: free */
     int used;
     pid_t base;    /* ns_last_pid when the set began */
-    int64_t since; /* and when, ms */
+    pid_t hi;      /* the highest seen since: far below it, the counter wrapped */
+    int64_t since; /* when the set began, ms */
     char *instance;
 };
 
@@ -286,7 +290,7 @@ static void
 strangers_fresh(struct strangers *st, const char *instance, pid_t last, int64_t now_ms)
 {
     if (st->used > 0 &&
-        (last < st->base || last - st->base > STRANGER_SPAN ||
+        (st->hi - last > JOBQ_EXEC_PROBE_MAX_PIDS || last - st->base > STRANGER_SPAN ||
          now_ms - st->since > JOBQ_EXEC_PROBE_MAX_MS || strcmp(st->instance, instance) != 0)) {
         memset(st->slot, 0, sizeof(st->slot));
         st->used = 0;
@@ -295,6 +299,8 @@ strangers_fresh(struct strangers *st, const char *instance, pid_t last, int64_t 
         st->base = last;
         st->since = now_ms;
     }
+    if (last > st->hi || st->used == 0)
+        st->hi = last;
 }
 
 static size_t
