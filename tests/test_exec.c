@@ -926,6 +926,33 @@ test_marked_escapee_is_killed(void **state)
     assert_true(r.elapsed_ns < 900 * MS);
 }
 
+/* The pids listed in path, one per line; returns how many (at most max). */
+static int
+read_pids(const char *path, pid_t *pids, int max)
+{
+    FILE *f;
+    int n = 0;
+
+    assert_non_null(f = fopen(path, "r"));
+    while (n < max && fscanf(f, "%d", &pids[n]) == 1)
+        n++;
+    fclose(f);
+    return n;
+}
+
+/* Checks that pids[0..n) are alive, then kills them and waits until they
+ * are gone. */
+static void
+spared_then_killed(struct fx *fx, const pid_t *pids, int n)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(kill(pids[i], 0), 0);
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+    for (int i = 0; i < n; i++)
+        assert_true(gone(fx, pids[i]));
+}
+
 /* More unattributed processes than the probe keeps inline: a hundred
  * strangers in sessions of their own (the marker's id removed), started by
  * the job like the jobs of other nodes on the same machine, and one marked
@@ -940,8 +967,6 @@ test_marked_escapee_found_among_many_strangers(void **state)
     char *argv[] = {script, NULL};
     pid_t strangers[STRANGERS], p;
     struct run r;
-    FILE *f;
-    int n = 0;
 
     snprintf(script, sizeof(script), "%s/crowd.sh", fx->dir);
     write_file(script,
@@ -964,37 +989,24 @@ test_marked_escapee_found_among_many_strangers(void **state)
     job_init(&r, fx, 44, argv);
     run(&r);
     snprintf(path, sizeof(path), "%s.strangers", script);
-    assert_non_null(f = fopen(path, "r"));
-    while (n < STRANGERS && fscanf(f, "%d", &strangers[n]) == 1)
-        n++;
-    fclose(f);
-    assert_int_equal(n, STRANGERS);
+    assert_int_equal(read_pids(path, strangers, STRANGERS), STRANGERS);
     assert_int_equal(r.res.outcome, OUTCOME_SUCCEEDED);
     read_log(fx, 44, 1, log, sizeof(log));
     p = (pid_t)atoi(log);
     assert_true(p > 0);
     assert_true(gone(fx, p));
-    for (int i = 0; i < n; i++)
-        assert_int_equal(kill(strangers[i], 0), 0); /* spared: not marked as the job's */
-    for (int i = 0; i < n; i++)
-        kill(strangers[i], SIGKILL);
-    for (int i = 0; i < n; i++)
-        assert_true(gone(fx, strangers[i]));
+    spared_then_killed(fx, strangers, STRANGERS); /* not marked as the job's */
 }
 
-/* Two jobs at once: B starts 50 strangers and ends; A, which started
- * before them and ends after they all exist, has them in its pid range
- * too. Whichever sweep comes first reads their environments; the other
- * does not read them again. */
-#define PAIR_STRANGERS 50
-
-struct pair {
-    struct run a, b;
+/* n runs at once, each in its own coroutine: run() for several jobs. */
+struct concurrent {
+    struct run *runs;
+    int n;
     struct wg *wg;
 };
 
 static void
-pair_one(void *arg)
+concurrent_one(void *arg)
 {
     struct run *r = arg;
     r->rc = exec_run(&r->fx->o, &r->job, 1, NULL, on_started, on_output, r, &r->res);
@@ -1002,18 +1014,31 @@ pair_one(void *arg)
 }
 
 static void
-pair_main(void *arg)
+concurrent_main(void *arg)
 {
-    struct pair *pr = arg;
-    assert_int_equal(wg_new(&pr->wg), 0);
-    wg_add(pr->wg, 2);
-    pr->a.job.spec.name = (char *)pr->wg; /* borrowed to carry the wait group */
-    pr->b.job.spec.name = (char *)pr->wg;
-    assert_int_equal(coro_spawn(coro_rt(), "a", pair_one, &pr->a), 0);
-    assert_int_equal(coro_spawn(coro_rt(), "b", pair_one, &pr->b), 0);
-    assert_int_equal(wg_wait(pr->wg, NULL, RT_FOREVER), 0);
-    wg_free(pr->wg);
+    struct concurrent *c = arg;
+    assert_int_equal(wg_new(&c->wg), 0);
+    for (int i = 0; i < c->n; i++) {
+        wg_add(c->wg, 1);
+        c->runs[i].job.spec.name = (char *)c->wg; /* borrowed to carry the wait group */
+        assert_int_equal(coro_spawn(coro_rt(), "job", concurrent_one, &c->runs[i]), 0);
+    }
+    assert_int_equal(wg_wait(c->wg, NULL, RT_FOREVER), 0);
+    wg_free(c->wg);
 }
+
+static void
+run_concurrently(struct fx *fx, struct run *runs, int n)
+{
+    struct concurrent c = {.runs = runs, .n = n};
+    assert_int_equal(rt_run(fx->rt, "concurrent", concurrent_main, &c), 0);
+}
+
+/* Two jobs at once: B starts 50 strangers and ends; A, which started
+ * before them and ends after they all exist, has them in its pid range
+ * too. Whichever sweep comes first reads their environments; the other
+ * does not read them again. */
+#define PAIR_STRANGERS 50
 
 static void
 test_strangers_environment_read_once(void **state)
@@ -1024,9 +1049,7 @@ test_strangers_environment_read_once(void **state)
     char *argv_a[] = {"sh", "-c", wait_a, NULL}, *argv_b[] = {script, NULL};
     pid_t strangers[PAIR_STRANGERS];
     long reads0, hits0, reads1, hits1;
-    struct pair pr;
-    FILE *f;
-    int n = 0;
+    struct run pr[2]; /* A, B */
 
     snprintf(script, sizeof(script), "%s/strangers.sh", fx->dir);
     write_file(script,
@@ -1047,31 +1070,22 @@ test_strangers_environment_read_once(void **state)
              "until [ -s '%s.pids' ] && [ \"$(wc -l <'%s.pids')\" -ge 50 ]; do sleep 0.01; done; "
              "sleep 0.2",
              script, script);
-    job_init(&pr.a, fx, 45, argv_a);
-    job_init(&pr.b, fx, 46, argv_b);
+    job_init(&pr[0], fx, 45, argv_a);
+    job_init(&pr[1], fx, 46, argv_b);
     exec_children_sweep_stats(fx->children, &reads0, &hits0);
-    assert_int_equal(rt_run(fx->rt, "pair", pair_main, &pr), 0);
+    run_concurrently(fx, pr, 2);
     exec_children_sweep_stats(fx->children, &reads1, &hits1);
     snprintf(path, sizeof(path), "%s.pids", script);
-    assert_non_null(f = fopen(path, "r"));
-    while (n < PAIR_STRANGERS && fscanf(f, "%d", &strangers[n]) == 1)
-        n++;
-    fclose(f);
-    assert_int_equal(n, PAIR_STRANGERS);
-    assert_int_equal(pr.a.res.outcome, OUTCOME_SUCCEEDED);
-    assert_int_equal(pr.b.res.outcome, OUTCOME_SUCCEEDED);
-    for (int i = 0; i < n; i++)
-        assert_int_equal(kill(strangers[i], 0), 0); /* strangers live */
+    assert_int_equal(read_pids(path, strangers, PAIR_STRANGERS), PAIR_STRANGERS);
+    assert_int_equal(pr[0].res.outcome, OUTCOME_SUCCEEDED);
+    assert_int_equal(pr[1].res.outcome, OUTCOME_SUCCEEDED);
     print_message("FIGURE sweep: %ld environments read, %ld reads skipped\n", reads1 - reads0,
                   hits1 - hits0);
     /* The first sweep to see them read each; the other found each of them
      * remembered. */
     assert_true(reads1 - reads0 >= PAIR_STRANGERS);
     assert_true(hits1 - hits0 >= PAIR_STRANGERS);
-    for (int i = 0; i < n; i++)
-        kill(strangers[i], SIGKILL);
-    for (int i = 0; i < n; i++)
-        assert_true(gone(fx, strangers[i]));
+    spared_then_killed(fx, strangers, PAIR_STRANGERS);
 }
 
 static void
@@ -1412,30 +1426,7 @@ test_leftovers_foreign_boot_ignored(void **state)
 struct many {
     struct fx *fx;
     struct run runs[MANY];
-    struct wg *wg;
 };
-
-static void
-many_one(void *arg)
-{
-    struct run *r = arg;
-    r->rc = exec_run(&r->fx->o, &r->job, 1, NULL, on_started, on_output, r, &r->res);
-    wg_done((struct wg *)r->job.spec.name);
-}
-
-static void
-many_main(void *arg)
-{
-    struct many *m = arg;
-    assert_int_equal(wg_new(&m->wg), 0);
-    for (int i = 0; i < MANY; i++) {
-        wg_add(m->wg, 1);
-        m->runs[i].job.spec.name = (char *)m->wg; /* borrowed to carry the wait group */
-        assert_int_equal(coro_spawn(coro_rt(), "job", many_one, &m->runs[i]), 0);
-    }
-    assert_int_equal(wg_wait(m->wg, NULL, RT_FOREVER), 0);
-    wg_free(m->wg);
-}
 
 static void
 test_many_concurrent_jobs_leave_nothing(void **state)
@@ -1454,7 +1445,7 @@ test_many_concurrent_jobs_leave_nothing(void **state)
     for (int i = 0; i < MANY; i++) {
         job_init(&m->runs[i], fx, 100 + i, argv);
     }
-    assert_int_equal(rt_run(fx->rt, "many", many_main, m), 0);
+    run_concurrently(fx, m->runs, MANY);
     for (int i = 0; i < MANY; i++) {
         if (m->runs[i].res.outcome != OUTCOME_SUCCEEDED)
             print_message("job %d: rc %d outcome %d exit %d signal %d error %s\n", i, m->runs[i].rc,
