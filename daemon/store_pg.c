@@ -141,17 +141,22 @@ static const char *const stmt_sql[S_NSTMTS] = {
                      "FROM unnest($1::text[]) q",
     [S_RUNNING_COUNT] = "SELECT queue, count(*) FROM jobq.jobs WHERE state = 2 AND "
                         "queue = ANY($1::text[]) GROUP BY queue",
-    [S_CANDIDATES] = "SELECT j.id, j.priority, j.run_at, j.deadline, j.uid, j.queue FROM "
-                     "unnest($1::text[], $2::int[]) AS a(queue, take), LATERAL (SELECT id, "
-                     "priority, run_at, deadline, uid, queue FROM jobq.jobs WHERE state = 1 AND "
-                     "queue = a.queue ORDER BY priority DESC, run_at, id LIMIT a.take FOR UPDATE "
-                     "SKIP LOCKED) j",
+    [S_CANDIDATES] =
+        "SELECT j.id, j.priority, j.run_at, j.deadline, j.uid, j.queue, j.ctid "
+        "FROM unnest($1::text[], $2::int[]) AS a(queue, take), LATERAL (SELECT id, "
+        "priority, run_at, deadline, uid, queue, ctid FROM jobq.jobs WHERE state = 1 AND "
+        "queue = a.queue ORDER BY priority DESC, run_at, id LIMIT a.take FOR UPDATE "
+        "SKIP LOCKED) j",
     [S_EXPIRE] =
         "UPDATE jobq.jobs SET state = 5, finished_at = $2, updated_at = $2, outcome = 5, "
         "error = 'deadline passed before the job could start' WHERE id = ANY($1::bigint[])",
+    /* By the candidates' row addresses, which their locks hold still: a
+     * TID scan. "id = ANY(...) AND state = 1" let the planner AND the
+     * primary key with a scan of the whole jobs_ready index, dead entries
+     * and all (3 of a claim's 4 ms at 100,000 jobs). */
     [S_START] = "UPDATE jobq.jobs SET state = 2, attempt = attempt + 1, started_at = CASE "
                 "started_at WHEN 0 THEN $2 ELSE started_at END, updated_at = $2 WHERE "
-                "id = ANY($1::bigint[]) AND state = 1 RETURNING " JOB_COLS,
+                "ctid = ANY($1::tid[]) RETURNING " JOB_COLS,
     [S_ATTEMPT_INSERT] =
         "INSERT INTO jobq.attempts (job_id, attempt, started_at, boot_id, node_id) "
         "SELECT i, a, $3, $4, $5 FROM unnest($1::bigint[], $2::int[]) AS u(i, a)",
@@ -165,7 +170,7 @@ static const char *const stmt_sql[S_NSTMTS] = {
         "log_truncated = v.trunc FROM unnest($1::bigint[], $2::int[], $3::bigint[], "
         "$4::smallint[], $5::int[], $6::int[], $7::text[], $8::bigint[], $9::bool[]) AS v(job_id, "
         "attempt, at, outcome, exit_code, signal, error, log_bytes, trunc) WHERE a.job_id = "
-        "v.job_id AND a.attempt = v.attempt AND a.finished_at = 0",
+        "v.job_id AND a.attempt = v.attempt AND a.finished_at <= 0",
     [S_JOB_FINISH] =
         "UPDATE jobq.jobs j SET state = v.state, run_at = CASE WHEN v.run_at > 0 THEN v.run_at "
         "ELSE j.run_at END, finished_at = CASE WHEN v.fin >= 0 THEN v.fin ELSE j.finished_at END, "
@@ -1184,6 +1189,7 @@ struct cand {
     int32_t priority;
     uid_t uid;
     char *queue;
+    char tid[32]; /* the locked row's ctid, "(block,offset)" */
 };
 
 static int
@@ -1297,6 +1303,7 @@ candidates(struct store_conn *c, struct pg_buf *qs, struct pg_buf *takes, struct
         v[i].run_at = v64(r, i, 2);
         v[i].deadline = v64(r, i, 3);
         v[i].uid = (uid_t)v64(r, i, 4);
+        snprintf(v[i].tid, sizeof(v[i].tid), "%s", PQgetvalue(r, i, 6));
         if ((v[i].queue = strdup(PQgetvalue(r, i, 5))) == NULL) {
             cands_free(v, i);
             v = NULL;
@@ -1316,7 +1323,7 @@ static int
 claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n,
       int64_t *expired, int *nexpired)
 {
-    struct pg_buf qs = {0}, takes = {0}, exp = {0}, start = {0}, att = {0};
+    struct pg_buf qs = {0}, takes = {0}, exp = {0}, start = {0}, tids = {0}, att = {0};
     struct params p = {0};
     struct cand *cand = NULL;
     PGresult *r = NULL;
@@ -1360,7 +1367,7 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
             nexp++;
             continue;
         }
-        if ((rc = arr_i64(&start, cand[i].id)) < 0)
+        if ((rc = arr_i64(&start, cand[i].id)) < 0 || (rc = arr_text(&tids, cand[i].tid)) < 0)
             goto out;
         nstart++;
     }
@@ -1375,8 +1382,12 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
     }
     if (nstart == 0)
         goto out;
+    if (arr_end(&start) == NULL || arr_end(&tids) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
     memset(&p, 0, sizeof(p));
-    p_str(&p, arr_end(&start));
+    p_str(&p, tids.p);
     p_i64(&p, now);
     if ((rc = run(c, S_START, p.v, &r)) < 0)
         goto out;
@@ -1403,7 +1414,7 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
             goto out;
     }
     memset(&p, 0, sizeof(p));
-    p_str(&p, start.p); /* already closed by arr_end above */
+    p_str(&p, start.p);
     p_str(&p, arr_end(&att));
     p_i64(&p, now);
     p_str(&p, boot_id ? boot_id : "");
@@ -1424,6 +1435,7 @@ out:
     buf_free(&takes);
     buf_free(&exp);
     buf_free(&start);
+    buf_free(&tids);
     buf_free(&att);
     return rc;
 }
