@@ -164,6 +164,9 @@ static const char *const stmt_sql[S_NSTMTS] = {
                    "finished_at = 0",
     [S_BRIEFS] = "SELECT " BRIEF_COLS " FROM jobq.jobs j WHERE j.id = ANY($1::bigint[]) "
                  "ORDER BY j.id FOR UPDATE OF j",
+    /* "finished_at <= 0", not "= 0": the latter matches attempts_open's
+     * predicate, and the planner hash-joined against a scan of that whole
+     * index (dead entries and all) instead of probing the primary key. */
     [S_ATTEMPT_FINISH] =
         "UPDATE jobq.attempts a SET finished_at = v.at, outcome = v.outcome, exit_code = "
         "v.exit_code, signal = v.signal, error = v.error, log_bytes = v.log_bytes, "
