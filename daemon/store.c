@@ -49,18 +49,21 @@ struct store_req {
     int64_t queued_ns; /* lazy: when it was queued */
 };
 
-struct store {
-    const struct store_backend_ops *ops;
-    bool relaxed_now;       /* writer: the backend commits without fsync now */
-    struct store_opts opts; /* path and boot_id point into our copies */
-    char *path;
-    char boot_id[JOBQ_BOOT_ID_BYTES];
-    uint64_t seed;
-
-    /* The writer and its queue (mu guards head, tail, stopping, idle). */
-    struct store_conn *w;
-    pthread_t writer;
-    bool writer_started;
+/*
+ * A writer thread, its connection and its queue. The store has one; with a
+ * backend that takes several writers at once (PostgreSQL: one more
+ * connection of the same node) a second one runs nothing but claims, so
+ * that a dispatcher's claim and the completions of the jobs it started
+ * run side by side instead of taking turns on one connection.
+ */
+struct writer {
+    struct store *st;
+    struct store_conn *conn;
+    const char *name; /* its thread's, for top -H and perf */
+    bool claims;      /* runs claims only: no submits, no maintenance */
+    pthread_t thread;
+    bool started;
+    /* mu guards the queue and the flags up to lingering. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct store_req *head, *tail;
@@ -71,13 +74,27 @@ struct store {
     size_t gather_target; /* the writer waits for this many requests: signal it */
     bool lingering;       /* ... but only an impatient one may end its wait */
     /* Writer-thread only. */
-    int64_t pending; /* scheduled + queued + retrying, refreshed per group */
+    bool relaxed_now; /* the backend commits without fsync now */
     uint64_t since_checkpoint;
-    int checkpoint_backoff; /* busy RESTARTs in a row since the last one that ran */
+    int checkpoint_backoff;   /* busy RESTARTs in a row since the last one that ran */
+    int64_t last_durable_end; /* when the last durable group committed */
+};
+
+struct store {
+    const struct store_backend_ops *ops;
+    struct store_opts opts; /* path and boot_id point into our copies */
+    char *path;
+    char boot_id[JOBQ_BOOT_ID_BYTES];
+    uint64_t seed;
+
+    /* wr[0] runs every write; wr[1], when nwriters is 2, the claims. */
+    struct writer wr[2];
+    int nwriters;
+    /* The main writer's only. */
+    int64_t pending; /* scheduled + queued + retrying, refreshed per group */
     long gather_ns;
     int64_t lazy_ns;
-    int64_t linger_ns;        /* 0: patient requests never linger */
-    int64_t last_durable_end; /* when the last durable group committed */
+    int64_t linger_ns; /* 0: patient requests never linger */
 
     /* Read connections, opened on demand up to nreaders. */
     pthread_mutex_t rmu;
@@ -141,36 +158,38 @@ struct group {
 
 /* Takes up to max queued requests, in order. Called with mu held. */
 static struct store_req *
-take(struct store *st, uint64_t max, uint64_t *n)
+take(struct writer *wr, uint64_t max, uint64_t *n)
 {
-    struct store_req *batch = st->head, *last = st->head;
+    struct store_req *batch = wr->head, *last = wr->head;
 
     *n = 0;
     if (batch == NULL || max == 0)
         return NULL;
     *n = 1;
-    st->nlazy -= last->lazy;
+    wr->nlazy -= last->lazy;
     while (last->next != NULL && *n < max) {
         last = last->next;
-        st->nlazy -= last->lazy;
+        wr->nlazy -= last->lazy;
         ++*n;
     }
-    st->head = last->next;
-    if (st->head == NULL)
-        st->tail = NULL;
-    st->qlen -= *n;
+    wr->head = last->next;
+    if (wr->head == NULL)
+        wr->tail = NULL;
+    wr->qlen -= *n;
     last->next = NULL;
     return batch;
 }
 
 static int submit_fn(struct store *st, struct store_conn *w, void *arg);
 static bool mergeable_submit(const struct store_req *r);
-static struct store_req *merged_submits(struct store *st, struct group *g, struct store_req *r);
+static struct store_req *merged_submits(struct store *st, struct store_conn *w, struct group *g,
+                                        struct store_req *r);
 
 /* Runs each request of batch in its own savepoint and adds it to g. */
 static void
-group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n)
+group_run(struct writer *wr, struct group *g, struct store_req *batch, uint64_t n)
 {
+    struct store *st = wr->st;
     const struct store_backend_ops *ops = st->ops;
     int rc;
 
@@ -187,23 +206,23 @@ group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n
     g->n += n;
     for (struct store_req *r = batch; r != NULL && !g->broken; r = r->next) {
         struct store_req *last;
-        if (mergeable_submit(r) && (last = merged_submits(st, g, r)) != NULL) {
+        if (mergeable_submit(r) && (last = merged_submits(st, wr->conn, g, r)) != NULL) {
             r = last;
             continue;
         }
-        if ((rc = ops->txn(st->w, STORE_SAVEPOINT)) < 0) {
+        if ((rc = ops->txn(wr->conn, STORE_SAVEPOINT)) < 0) {
             g->broken = rc;
             break;
         }
-        r->rc = r->fn(st, st->w, r->arg);
+        r->rc = r->fn(st, wr->conn, r->arg);
         if (r->rc < 0) {
             /* A storage error may have rolled the transaction back under
              * us: then the earlier requests are gone too. */
             if (store_error_is_storage(r->rc))
                 g->broken = r->rc;
-            else if ((rc = ops->txn(st->w, STORE_ROLLBACK_TO)) < 0)
+            else if ((rc = ops->txn(wr->conn, STORE_ROLLBACK_TO)) < 0)
                 g->broken = store_error_is_storage(rc) ? rc : -EIO;
-        } else if ((rc = ops->txn(st->w, STORE_RELEASE)) < 0) {
+        } else if ((rc = ops->txn(wr->conn, STORE_RELEASE)) < 0) {
             g->broken = rc;
         }
     }
@@ -218,9 +237,9 @@ group_run(struct store *st, struct group *g, struct store_req *batch, uint64_t n
  * next open rebuilds the state from what is on disk. Writer thread.
  */
 static void
-check_fatal(struct store *st, int rc)
+check_fatal(struct store *st, struct store_conn *w, int rc)
 {
-    if (rc >= 0 || atomic_load(&st->fatal) < 0 || !st->ops->sync_failed(st->w))
+    if (rc >= 0 || atomic_load(&st->fatal) < 0 || !st->ops->sync_failed(w))
         return;
     atomic_store(&st->fatal, -EIO);
     if (st->opts.on_fatal != NULL)
@@ -230,22 +249,23 @@ check_fatal(struct store *st, int rc)
 /* COMMIT (or ROLLBACK after a storage error), then every requester of the
  * group learns its result, and only now. */
 static void
-group_end(struct store *st, struct group *g)
+group_end(struct writer *wr, struct group *g)
 {
+    struct store *st = wr->st;
     struct store_req *r, *next;
     int64_t t0 = mono_ns();
     int rc = g->broken;
 
     if (rc < 0)
-        st->ops->txn(st->w, STORE_ROLLBACK);
+        st->ops->txn(wr->conn, STORE_ROLLBACK);
     else
-        rc = st->ops->txn(st->w, STORE_COMMIT);
+        rc = st->ops->txn(wr->conn, STORE_COMMIT);
     if (rc < 0) {
         /* Not on disk: nobody may be told otherwise. */
         for (r = g->head; r != NULL; r = r->next)
             r->rc = rc;
         atomic_fetch_add(&st->commit_failures, 1);
-        check_fatal(st, rc);
+        check_fatal(st, wr->conn, rc);
     } else {
         int64_t ns = mono_ns() - t0;
         atomic_fetch_add(&st->commit_ns, (uint64_t)ns);
@@ -255,7 +275,7 @@ group_end(struct store *st, struct group *g)
         atomic_fetch_add(&st->requests, g->n);
         if (g->n > atomic_load(&st->max_group))
             atomic_store(&st->max_group, g->n);
-        st->since_checkpoint++;
+        wr->since_checkpoint++;
     }
     /* Each scheduler thread is woken once, with all its requesters. */
     rt_wake_batch_begin();
@@ -274,8 +294,9 @@ group_end(struct store *st, struct group *g)
 }
 
 static void
-checkpoint(struct store *st)
+checkpoint(struct writer *wr)
 {
+    struct store *st = wr->st;
     int rc;
 
     if (atomic_load(&st->fatal) < 0)
@@ -284,30 +305,31 @@ checkpoint(struct store *st)
      * the next idle period retries, each retry waiting twice as long as the
      * last: a reader parked on the WAL (an operator's sqlite3 shell) must
      * not turn the idle writer into a periodic wake-up. */
-    if ((rc = st->ops->maintain(st->w)) == -EAGAIN) {
-        if (st->checkpoint_backoff < 6)
-            st->checkpoint_backoff++;
+    if ((rc = st->ops->maintain(wr->conn)) == -EAGAIN) {
+        if (wr->checkpoint_backoff < 6)
+            wr->checkpoint_backoff++;
         return;
     }
     if (rc == 0)
         atomic_fetch_add(&st->checkpoints, 1);
-    check_fatal(st, rc);
-    st->since_checkpoint = 0;
-    st->checkpoint_backoff = 0;
+    check_fatal(st, wr->conn, rc);
+    wr->since_checkpoint = 0;
+    wr->checkpoint_backoff = 0;
 }
 
 static void
-wait_idle(struct store *st)
+wait_idle(struct writer *wr)
 {
+    struct store *st = wr->st;
     int idle_ms = st->opts.checkpoint_idle_ms > 0 ? st->opts.checkpoint_idle_ms
                                                   : JOBQ_STORE_CHECKPOINT_IDLE_MS;
     struct timespec ts;
 
-    idle_ms <<= st->checkpoint_backoff; /* at most 64 × idle_ms */
+    idle_ms <<= wr->checkpoint_backoff; /* at most 64 × idle_ms */
 
-    st->idle = true;
-    if (st->since_checkpoint == 0) {
-        pthread_cond_wait(&st->cv, &st->mu);
+    wr->idle = true;
+    if (wr->since_checkpoint == 0) {
+        pthread_cond_wait(&wr->cv, &wr->mu);
     } else {
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += idle_ms / 1000;
@@ -316,16 +338,16 @@ wait_idle(struct store *st)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        if (pthread_cond_timedwait(&st->cv, &st->mu, &ts) == ETIMEDOUT && st->head == NULL) {
+        if (pthread_cond_timedwait(&wr->cv, &wr->mu, &ts) == ETIMEDOUT && wr->head == NULL) {
             /* Idle with commits since the last checkpoint: restart the
              * WAL now, while nobody waits on the writer. */
-            st->idle = false;
-            pthread_mutex_unlock(&st->mu);
-            checkpoint(st);
-            pthread_mutex_lock(&st->mu);
+            wr->idle = false;
+            pthread_mutex_unlock(&wr->mu);
+            checkpoint(wr);
+            pthread_mutex_lock(&wr->mu);
         }
     }
-    st->idle = false;
+    wr->idle = false;
 }
 
 /*
@@ -336,27 +358,29 @@ wait_idle(struct store *st)
  * held.
  */
 static void
-wait_work(struct store *st)
+wait_work(struct writer *wr)
 {
-    while (!st->stopping) {
+    struct store *st = wr->st;
+
+    while (!wr->stopping) {
         struct timespec ts;
         int64_t due;
 
-        if (st->head == NULL) {
-            wait_idle(st);
+        if (wr->head == NULL) {
+            wait_idle(wr);
             continue;
         }
-        if (st->qlen > st->nlazy)
+        if (wr->qlen > wr->nlazy)
             return;
         /* Only lazy ones, in order: the head is the oldest. */
-        due = st->head->queued_ns + st->lazy_ns;
+        due = wr->head->queued_ns + st->lazy_ns;
         if (mono_ns() >= due)
             return;
         ts.tv_sec = due / 1000000000;
         ts.tv_nsec = due % 1000000000;
-        st->idle = true; /* an arrival someone waits for must wake us */
-        pthread_cond_timedwait(&st->cv, &st->mu, &ts);
-        st->idle = false;
+        wr->idle = true; /* an arrival someone waits for must wake us */
+        pthread_cond_timedwait(&wr->cv, &wr->mu, &ts);
+        wr->idle = false;
     }
 }
 
@@ -379,26 +403,27 @@ short_of(const struct group *g, uint64_t target)
 }
 
 static bool
-gather(struct store *st, const struct group *g, uint64_t target, const struct timespec *deadline)
+gather(struct writer *wr, const struct group *g, uint64_t target, const struct timespec *deadline)
 {
-    while (st->head == NULL && short_of(g, target) && !st->stopping) {
-        st->gather_target = 1;
-        if (pthread_cond_timedwait(&st->cv, &st->mu, deadline) == ETIMEDOUT)
+    while (wr->head == NULL && short_of(g, target) && !wr->stopping) {
+        wr->gather_target = 1;
+        if (pthread_cond_timedwait(&wr->cv, &wr->mu, deadline) == ETIMEDOUT)
             break;
     }
-    st->gather_target = 0;
-    return st->head != NULL && short_of(g, target);
+    wr->gather_target = 0;
+    return wr->head != NULL && short_of(g, target);
 }
 
 static void *
 writer_main(void *arg)
 {
-    struct store *st = arg;
+    struct writer *wr = arg;
+    struct store *st = wr->st;
     uint64_t every = st->opts.checkpoint_commits > 0 ? (uint64_t)st->opts.checkpoint_commits
                                                      : JOBQ_STORE_CHECKPOINT_COMMITS;
     uint64_t last_n = 0;
 
-    pthread_mutex_lock(&st->mu);
+    pthread_mutex_lock(&wr->mu);
     for (;;) {
         struct group g = {0};
         struct store_req *batch;
@@ -408,25 +433,25 @@ writer_main(void *arg)
         bool relaxed, lingering;
         int rc;
 
-        wait_work(st);
-        if (st->head == NULL)
+        wait_work(wr);
+        if (wr->head == NULL)
             break; /* stopping, and everything is answered */
-        batch = take(st, JOBQ_STORE_BATCH_MAX_REQS, &n);
-        pthread_mutex_unlock(&st->mu);
+        batch = take(wr, JOBQ_STORE_BATCH_MAX_REQS, &n);
+        pthread_mutex_unlock(&wr->mu);
 
         /* A group of nothing but claims and pgid records commits without
          * an fsync; one durable request makes the whole group durable. */
         relaxed = st->ops->set_durable != NULL;
         for (struct store_req *q = batch; q != NULL && relaxed; q = q->next)
             relaxed = q->relaxed;
-        if (relaxed != st->relaxed_now && st->ops->set_durable(st->w, !relaxed) == 0)
-            st->relaxed_now = relaxed;
-        if ((rc = atomic_load(&st->fatal)) < 0 || (rc = st->ops->txn(st->w, STORE_BEGIN)) < 0)
+        if (relaxed != wr->relaxed_now && st->ops->set_durable(wr->conn, !relaxed) == 0)
+            wr->relaxed_now = relaxed;
+        if ((rc = atomic_load(&st->fatal)) < 0 || (rc = st->ops->txn(wr->conn, STORE_BEGIN)) < 0)
             g.broken = rc;
-        else if (atomic_load(&st->max_queued) > 0 &&
-                 (rc = st->ops->pending(st->w, &st->pending)) < 0)
+        else if (!wr->claims && atomic_load(&st->max_queued) > 0 &&
+                 (rc = st->ops->pending(wr->conn, &st->pending)) < 0)
             g.broken = rc;
-        group_run(st, &g, batch, n);
+        group_run(wr, &g, batch, n);
         /* Keep running arrivals in this transaction until the last
          * group's requesters are back or gather_ns has passed. */
         target = last_n < JOBQ_STORE_BATCH_MAX_REQS ? last_n : JOBQ_STORE_BATCH_MAX_REQS;
@@ -435,15 +460,15 @@ writer_main(void *arg)
          * and the last fsync just ended: more are on their way, and one
          * fsync for all of them is what a busy disk allows. An impatient
          * arrival (a submit) ends the wait at once. */
-        lingering = !st->relaxed_now && st->linger_ns > 0 && g.npatient > 0 && g.nimpatient == 0 &&
-                    mono_ns() - st->last_durable_end < st->linger_ns;
+        lingering = !wr->relaxed_now && st->linger_ns > 0 && g.npatient > 0 && g.nimpatient == 0 &&
+                    mono_ns() - wr->last_durable_end < st->linger_ns;
         if (lingering) {
             target = JOBQ_STORE_BATCH_MAX_REQS;
             wait_ns = st->linger_ns;
         }
         /* (A relaxed group commits too fast to be worth holding open, and
          * a durable arrival must not join it.) */
-        if (!st->relaxed_now && wait_ns > 0 && short_of(&g, target) && !g.broken) {
+        if (!wr->relaxed_now && wait_ns > 0 && short_of(&g, target) && !g.broken) {
             clock_gettime(CLOCK_MONOTONIC, &deadline);
             deadline.tv_sec += wait_ns / 1000000000;
             deadline.tv_nsec += wait_ns % 1000000000;
@@ -451,30 +476,32 @@ writer_main(void *arg)
                 deadline.tv_sec++;
                 deadline.tv_nsec -= 1000000000;
             }
-            pthread_mutex_lock(&st->mu);
-            st->lingering = lingering;
+            pthread_mutex_lock(&wr->mu);
+            wr->lingering = lingering;
             while (!g.broken && !(lingering && g.nimpatient > 0) &&
-                   gather(st, &g, target, &deadline)) {
-                batch = take(st, JOBQ_STORE_BATCH_MAX_REQS - g.n, &n);
-                pthread_mutex_unlock(&st->mu);
-                group_run(st, &g, batch, n);
-                pthread_mutex_lock(&st->mu);
+                   gather(wr, &g, target, &deadline)) {
+                batch = take(wr, JOBQ_STORE_BATCH_MAX_REQS - g.n, &n);
+                pthread_mutex_unlock(&wr->mu);
+                group_run(wr, &g, batch, n);
+                pthread_mutex_lock(&wr->mu);
             }
-            st->lingering = false;
-            pthread_mutex_unlock(&st->mu);
+            wr->lingering = false;
+            pthread_mutex_unlock(&wr->mu);
         }
-        group_end(st, &g);
-        if (!st->relaxed_now) {
+        group_end(wr, &g);
+        if (!wr->relaxed_now) {
             last_n = g.n - g.nlazy; /* the gathering target follows durable groups */
-            st->last_durable_end = mono_ns();
+            wr->last_durable_end = mono_ns();
         }
-        if (st->since_checkpoint >= every << st->checkpoint_backoff)
-            checkpoint(st);
-        pthread_mutex_lock(&st->mu);
+        if (!wr->claims && wr->since_checkpoint >= every << wr->checkpoint_backoff)
+            checkpoint(wr);
+        pthread_mutex_lock(&wr->mu);
     }
-    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&wr->mu);
     return NULL;
 }
+
+static int claim_fn(struct store *st, struct store_conn *w, void *arg);
 
 /* Queues req and parks the caller until the writer has committed (or
  * failed) the group that carried it. Returns req's result. */
@@ -484,6 +511,7 @@ store_call_as(struct store *st, int (*fn)(struct store *, struct store_conn *, v
 {
     struct store_req req = {
         .fn = fn, .arg = arg, .rc = -EIO, .relaxed = relaxed, .patient = patient && !relaxed};
+    struct writer *wr = &st->wr[fn == claim_fn && st->nwriters > 1];
     bool wake;
     int rc;
 
@@ -492,30 +520,30 @@ store_call_as(struct store *st, int (*fn)(struct store *, struct store_conn *, v
     if ((rc = wg_new(&req.wg)) < 0)
         return rc;
     wg_add(req.wg, 1);
-    pthread_mutex_lock(&st->mu);
-    if (st->stopping) {
-        pthread_mutex_unlock(&st->mu);
+    pthread_mutex_lock(&wr->mu);
+    if (wr->stopping) {
+        pthread_mutex_unlock(&wr->mu);
         wg_free(req.wg);
         return -ESHUTDOWN;
     }
-    if (st->tail != NULL)
-        st->tail->next = &req;
+    if (wr->tail != NULL)
+        wr->tail->next = &req;
     else
-        st->head = &req;
-    st->tail = &req;
-    st->qlen++;
+        wr->head = &req;
+    wr->tail = &req;
+    wr->qlen++;
     /* A busy writer finds the request when its group ends: no wake-up. */
     /* A lingering writer takes what came at the end of its wait: only an
      * impatient durable request is worth a wake-up before that. */
-    wake = st->idle || (st->gather_target > 0 && st->qlen >= st->gather_target &&
-                        (!st->lingering || (!req.relaxed && !req.patient)));
+    wake = wr->idle || (wr->gather_target > 0 && wr->qlen >= wr->gather_target &&
+                        (!wr->lingering || (!req.relaxed && !req.patient)));
     if (wake) {
-        st->idle = false;
-        st->gather_target = 0;
+        wr->idle = false;
+        wr->gather_target = 0;
     }
-    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&wr->mu);
     if (wake)
-        pthread_cond_signal(&st->cv);
+        pthread_cond_signal(&wr->cv);
     /* No context: a commit is never abandoned halfway, and the request
      * lives on this stack until the writer is done with it. */
     wg_wait(req.wg, NULL, RT_FOREVER);
@@ -534,6 +562,7 @@ store_call(struct store *st, int (*fn)(struct store *, struct store_conn *, void
 static int
 store_call_lazy(struct store *st, struct store_req *req)
 {
+    struct writer *wr = &st->wr[0];
     bool wake;
     int rc;
 
@@ -544,26 +573,26 @@ store_call_lazy(struct store *st, struct store_req *req)
         free(req);
         return rc;
     }
-    pthread_mutex_lock(&st->mu);
-    if (st->stopping) {
-        pthread_mutex_unlock(&st->mu);
+    pthread_mutex_lock(&wr->mu);
+    if (wr->stopping) {
+        pthread_mutex_unlock(&wr->mu);
         free(req);
         return -ESHUTDOWN;
     }
     /* A writer asleep on an empty queue may sleep without a timeout: it
      * must learn of the lazy request to commit it in time. A writer that
      * is busy, or already waiting for lazy ones, finds it anyway. */
-    wake = st->idle && st->head == NULL;
-    if (st->tail != NULL)
-        st->tail->next = req;
+    wake = wr->idle && wr->head == NULL;
+    if (wr->tail != NULL)
+        wr->tail->next = req;
     else
-        st->head = req;
-    st->tail = req;
-    st->qlen++;
-    st->nlazy++;
-    pthread_mutex_unlock(&st->mu);
+        wr->head = req;
+    wr->tail = req;
+    wr->qlen++;
+    wr->nlazy++;
+    pthread_mutex_unlock(&wr->mu);
     if (wake)
-        pthread_cond_signal(&st->cv);
+        pthread_cond_signal(&wr->cv);
     return 0;
 }
 
@@ -671,18 +700,22 @@ store_new(const struct store_opts *opts, struct store **out, char *why, size_t w
     }
     if ((st = calloc(1, sizeof(*st))) == NULL)
         return -ENOMEM;
-    pthread_mutex_init(&st->mu, NULL);
-    pthread_mutex_init(&st->rmu, NULL);
-    pthread_cond_init(&st->rcv, NULL);
-    {
+    for (int i = 0; i < 2; i++) {
         /* The idle timeout is measured on the monotonic clock: a wall
          * clock step must not stall or storm checkpoints. */
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&st->cv, &ca);
+        pthread_cond_init(&st->wr[i].cv, &ca);
         pthread_condattr_destroy(&ca);
+        pthread_mutex_init(&st->wr[i].mu, NULL);
+        st->wr[i].st = st;
     }
+    st->wr[0].name = "jobq-store";
+    st->wr[1].name = "jobq-claims";
+    st->wr[1].claims = true;
+    pthread_mutex_init(&st->rmu, NULL);
+    pthread_cond_init(&st->rcv, NULL);
     st->opts = *opts;
     /* A libpq URL names PostgreSQL; anything else is an SQLite file. */
     if (opts->backend == NULL && (strncmp(opts->path, "postgresql://", 13) == 0 ||
@@ -717,19 +750,30 @@ store_new(const struct store_opts *opts, struct store **out, char *why, size_t w
         rc = -ENOMEM;
         goto out;
     }
-    if ((rc = st->ops->open(&st->opts, STORE_WRITER, &st->w, why, whylen)) < 0)
+    if ((rc = st->ops->open(&st->opts, STORE_WRITER, &st->wr[0].conn, why, whylen)) < 0)
         goto out;
-    /* Signals belong to the daemon's main thread, not to the writer. */
+    st->nwriters = 1;
+    if (st->ops->open_claims != NULL) {
+        if ((rc = st->ops->open_claims(st->wr[0].conn, &st->opts, &st->wr[1].conn, why, whylen)) <
+            0)
+            goto out;
+        st->nwriters = 2;
+    }
+    /* Signals belong to the daemon's main thread, not to the writers. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = -pthread_create(&st->writer, NULL, writer_main, st);
+    for (int i = 0; i < st->nwriters && rc == 0; i++) {
+        struct writer *wr = &st->wr[i];
+        if ((rc = -pthread_create(&wr->thread, NULL, writer_main, wr)) == 0) {
+            wr->started = true;
+            pthread_setname_np(wr->thread, wr->name); /* for top -H and perf */
+        }
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc < 0) {
         snprintf(why, whylen, "cannot start the store writer thread: %s", strerror(-rc));
         goto out;
     }
-    st->writer_started = true;
-    pthread_setname_np(st->writer, "jobq-store"); /* for top -H and perf */
     *out = st;
     st = NULL;
 out:
@@ -742,22 +786,30 @@ store_free(struct store *st)
 {
     if (st == NULL)
         return;
-    if (st->writer_started) {
-        pthread_mutex_lock(&st->mu);
-        st->stopping = true;
-        pthread_mutex_unlock(&st->mu);
-        pthread_cond_signal(&st->cv);
-        pthread_join(st->writer, NULL);
+    for (int i = 0; i < 2; i++) {
+        struct writer *wr = &st->wr[i];
+        if (!wr->started)
+            continue;
+        pthread_mutex_lock(&wr->mu);
+        wr->stopping = true;
+        pthread_mutex_unlock(&wr->mu);
+        pthread_cond_signal(&wr->cv);
+        pthread_join(wr->thread, NULL);
     }
     for (int i = 0; i < st->nfree; i++)
         st->ops->close(st->rfree[i]);
-    if (st->w != NULL)
-        st->ops->close(st->w); /* the last close checkpoints and removes the WAL */
+    /* The claims' connection borrows the writer's node: it goes first. */
+    if (st->wr[1].conn != NULL)
+        st->ops->close(st->wr[1].conn);
+    if (st->wr[0].conn != NULL)
+        st->ops->close(st->wr[0].conn); /* the last close checkpoints and removes the WAL */
     free(st->rfree);
     free(st->path);
-    pthread_cond_destroy(&st->cv);
+    for (int i = 0; i < 2; i++) {
+        pthread_cond_destroy(&st->wr[i].cv);
+        pthread_mutex_destroy(&st->wr[i].mu);
+    }
     pthread_cond_destroy(&st->rcv);
-    pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->rmu);
     free(st);
 }
@@ -812,7 +864,7 @@ mergeable_submit(const struct store_req *r)
  * it ran none (fewer than two, the queue limit in the way, or the merged
  * write refused: each then runs alone, as before). */
 static struct store_req *
-merged_submits(struct store *st, struct group *g, struct store_req *r)
+merged_submits(struct store *st, struct store_conn *w, struct group *g, struct store_req *r)
 {
     struct job_spec specs[MERGE_MAX];
     int64_t ids[MERGE_MAX], now = job_now_ms(), max = atomic_load(&st->max_queued);
@@ -827,20 +879,20 @@ merged_submits(struct store *st, struct group *g, struct store_req *r)
     }
     if (k < 2 || (max > 0 && st->pending + (int64_t)k > max))
         return NULL;
-    if ((rc = st->ops->txn(st->w, STORE_SAVEPOINT)) < 0) {
+    if ((rc = st->ops->txn(w, STORE_SAVEPOINT)) < 0) {
         g->broken = rc;
         return last; /* the group fails whole */
     }
-    if ((rc = st->ops->submit(st->w, specs, k, now, ids, existed)) < 0) {
+    if ((rc = st->ops->submit(w, specs, k, now, ids, existed)) < 0) {
         if (store_error_is_storage(rc)) {
             g->broken = rc;
             return last;
         }
-        if ((rc = st->ops->txn(st->w, STORE_ROLLBACK_TO)) < 0)
+        if ((rc = st->ops->txn(w, STORE_ROLLBACK_TO)) < 0)
             g->broken = store_error_is_storage(rc) ? rc : -EIO;
         return g->broken ? last : NULL;
     }
-    if ((rc = st->ops->txn(st->w, STORE_RELEASE)) < 0) {
+    if ((rc = st->ops->txn(w, STORE_RELEASE)) < 0) {
         g->broken = rc;
         return last;
     }

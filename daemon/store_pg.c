@@ -673,7 +673,8 @@ conn_close(struct store_conn *c)
 {
     if (c == NULL)
         return;
-    pg_node_stop(c->node);
+    if (!c->node_borrowed)
+        pg_node_stop(c->node);
     store_deltas_free(&c->d);
     buf_free(&c->changed);
     buf_free(&c->canceled);
@@ -769,6 +770,26 @@ pg_open(const struct store_opts *opts, enum store_role role, struct store_conn *
 out:
     conn_close(c);
     return rc;
+}
+
+/* Claims run on a connection of their own, under the writer's node:
+ * PostgreSQL takes concurrent writers, and a claim and the completions of
+ * the jobs it started then run side by side (SKIP LOCKED keeps them out
+ * of each other's rows; a claim waits on no row lock). */
+static int
+pg_open_claims(struct store_conn *w, const struct store_opts *opts, struct store_conn **out,
+               char *why, size_t whylen)
+{
+    struct store_conn *c = NULL;
+    int rc;
+
+    if ((rc = pg_conn_open(opts, STORE_WRITER, &c, why, whylen)) < 0)
+        return rc;
+    c->node = w->node;
+    c->node_borrowed = true;
+    c->node_id = w->node_id;
+    *out = c;
+    return 0;
 }
 
 /* A connection the server or the network dropped is opened again at the
@@ -2300,6 +2321,7 @@ pg_verify(struct store_conn *c, char *why, size_t whylen)
 const struct store_backend_ops store_pg_ops = {
     .name = "postgresql",
     .open = pg_open,
+    .open_claims = pg_open_claims,
     .close = conn_close,
     .txn = pg_txn,
     .submit = pg_submit,

@@ -101,7 +101,8 @@ struct store_conn {
     /* The writer's node: lease, listener, reaper (NULL on readers and on
      * the node thread's own connection). */
     struct pg_node *node;
-    int64_t node_id; /* the lease this connection's claims record */
+    bool node_borrowed; /* the claims' connection: node is the writer's */
+    int64_t node_id;    /* the lease this connection's claims record */
     int (*fault)(void *arg, enum store_fault_point point);
     void *fault_arg;
     /* Per transaction: counter changes and what to tell the other nodes

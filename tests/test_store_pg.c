@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -611,6 +612,80 @@ test_front_on_a_url(void **state)
     store_free(st);
 }
 
+struct stuck_cancel {
+    struct store *st;
+    int64_t id;
+    int rc;
+    atomic_bool done;
+};
+
+static void *
+stuck_cancel_main(void *arg)
+{
+    struct stuck_cancel *c = arg;
+    bool was_running = false;
+    int32_t attempt = 0;
+    c->rc = store_cancel(c->st, admin, c->id, &was_running, &attempt);
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* Claims have a connection of their own: a claim does not wait behind a
+ * write that waits on a row lock (here a cancel, the row held by another
+ * session), and the write goes on once the lock is gone. */
+static void
+test_front_claims_beside_a_stuck_write(void **state)
+{
+    struct store_opts o = {.path = url, .node_name = "front"};
+    struct store *st = NULL;
+    struct job_spec held = spec_q("held", 0), free_q = spec_q("free", 0);
+    struct stuck_cancel c = {0};
+    struct job *j[4];
+    char why[256] = "", q[160];
+    int64_t held_id, free_id;
+    pthread_t t;
+    int n = 0;
+    (void)state;
+    assert_int_equal(store_new(&o, &st, why, sizeof(why)), 0);
+    assert_int_equal(store_submit(st, &held, &held_id, NULL, why, sizeof(why)), 0);
+    assert_int_equal(store_submit(st, &free_q, &free_id, NULL, why, sizeof(why)), 0);
+
+    PGconn *locker = PQconnectdb(url);
+    assert_int_equal(PQstatus(locker), CONNECTION_OK);
+    PQclear(PQexec(locker, "BEGIN"));
+    snprintf(q, sizeof(q), "SELECT 1 FROM jobq.jobs WHERE id = %" PRId64 " FOR UPDATE", held_id);
+    PGresult *r = PQexec(locker, q);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+
+    c.st = st;
+    c.id = held_id;
+    assert_int_equal(pthread_create(&t, NULL, stuck_cancel_main, &c), 0);
+    /* Until the cancel's UPDATE waits on the lock. */
+    for (int i = 0; i < 500 && sql_int("SELECT count(*) FROM pg_stat_activity WHERE "
+                                       "wait_event_type = 'Lock' AND query LIKE 'UPDATE%'") < 1;
+         i++)
+        usleep(10 * 1000);
+    assert_false(atomic_load(&c.done));
+
+    assert_int_equal(store_claim(st, job_now_ms(), 4, j, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(j[0]->id, free_id); /* the held one is skipped, not waited for */
+    job_free(j[0]);
+    assert_false(atomic_load(&c.done));
+
+    PQclear(PQexec(locker, "COMMIT"));
+    PQfinish(locker);
+    pthread_join(t, NULL);
+    assert_int_equal(c.rc, 0);
+    struct job *g = NULL;
+    assert_int_equal(store_get(st, admin, held_id, &g), 0);
+    assert_int_equal(g->state, JOB_CANCELED);
+    job_free(g);
+    assert_int_equal(store_verify(st, why, sizeof(why)), 0);
+    store_free(st);
+}
+
 int
 main(void)
 {
@@ -628,6 +703,7 @@ main(void)
         cmocka_unit_test_setup(test_lost_lease_stops_the_node, setup),
         cmocka_unit_test_setup(test_restart_recovers_its_own_previous_run_only, setup),
         cmocka_unit_test_setup(test_front_on_a_url, setup),
+        cmocka_unit_test_setup(test_front_claims_beside_a_stuck_write, setup),
     };
 
     if ((url = getenv("JOBQ_TEST_PG")) == NULL || url[0] == '\0') {

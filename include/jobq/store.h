@@ -381,6 +381,13 @@ struct store_backend_ops {
     int (*open)(const struct store_opts *opts, enum store_role role, struct store_conn **out,
                 char *why, size_t whylen);
     void (*close)(struct store_conn *c);
+    /* A second write connection beside the writer w, for claims only,
+     * sharing w's identity (PostgreSQL: its node and lease); closed
+     * before w. The front then runs claims on their own thread, side by
+     * side with the other writes. NULL: the database takes one writer at
+     * a time (SQLite), and claims queue with everything else. */
+    int (*open_claims)(struct store_conn *w, const struct store_opts *opts, struct store_conn **out,
+                       char *why, size_t whylen);
     int (*txn)(struct store_conn *c, enum store_txn op);
 
     /* Writes (inside a transaction). Each operation is all or nothing
