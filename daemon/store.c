@@ -455,7 +455,11 @@ writer_main(void *arg)
         /* Keep running arrivals in this transaction until the last
          * group's requesters are back or gather_ns has passed. */
         target = last_n < JOBQ_STORE_BATCH_MAX_REQS ? last_n : JOBQ_STORE_BATCH_MAX_REQS;
-        wait_ns = st->gather_ns;
+        /* Claims do not gather: a group of them holds every claimer until
+         * the last is back, and the claimers then complete in lockstep on
+         * the other writer instead of beside its claims (one benchmark run
+         * in three fell from 44k to 30k jobs/s). */
+        wait_ns = wr->claims ? 0 : st->gather_ns;
         /* Nothing but patient writes (completions while many jobs run),
          * and the last fsync just ended: more are on their way, and one
          * fsync for all of them is what a busy disk allows. An impatient

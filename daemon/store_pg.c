@@ -97,7 +97,7 @@ enum stmt_id {
 #define BRIEF_COLS                                                                                 \
     "j.id, j.state, j.attempt, j.interrupted, j.uid, j.deadline, j.backoff_base_ms, "              \
     "j.backoff_max_ms, j.max_attempts, j.run_at, j.queue, "                                        \
-    "coalesce((SELECT q.max_running FROM jobq.queues q WHERE q.name = j.queue), 0)"
+    "coalesce((SELECT q.max_running FROM jobq.queues q WHERE q.name = j.queue), 0), j.ctid"
 
 /* Partial-index conditions are repeated word for word (store_pg_schema.c)
  * so the planner can use them. */
@@ -174,15 +174,17 @@ static const char *const stmt_sql[S_NSTMTS] = {
         "$4::smallint[], $5::int[], $6::int[], $7::text[], $8::bigint[], $9::bool[]) AS v(job_id, "
         "attempt, at, outcome, exit_code, signal, error, log_bytes, trunc) WHERE a.job_id = "
         "v.job_id AND a.attempt = v.attempt AND a.finished_at <= 0",
+    /* By the row addresses briefs() read, which its locks hold still: a
+     * TID scan instead of a primary key probe per job. */
     [S_JOB_FINISH] =
         "UPDATE jobq.jobs j SET state = v.state, run_at = CASE WHEN v.run_at > 0 THEN v.run_at "
         "ELSE j.run_at END, finished_at = CASE WHEN v.fin >= 0 THEN v.fin ELSE j.finished_at END, "
         "updated_at = $11, outcome = v.outcome, exit_code = v.exit_code, signal = v.signal, "
         "error = v.error, interrupted = j.interrupted + v.intr, log_truncated = CASE WHEN "
-        "v.lt >= 0 THEN v.lt = 1 ELSE j.log_truncated END FROM unnest($1::bigint[], "
+        "v.lt >= 0 THEN v.lt = 1 ELSE j.log_truncated END FROM unnest($1::tid[], "
         "$2::smallint[], $3::bigint[], $4::bigint[], $5::smallint[], $6::int[], $7::int[], "
-        "$8::text[], $9::int[], $10::int[]) AS v(id, state, run_at, fin, outcome, exit_code, "
-        "signal, error, intr, lt) WHERE j.id = v.id",
+        "$8::text[], $9::int[], $10::int[]) AS v(tid, state, run_at, fin, outcome, exit_code, "
+        "signal, error, intr, lt) WHERE j.ctid = v.tid",
     /* $3: not running (store_sqlite.c's S_CANCEL says why). */
     [S_CANCEL] = "UPDATE jobq.jobs SET state = 6, finished_at = $2, updated_at = $2, "
                  "error = CASE WHEN $3::bigint = 0 THEN error WHEN coalesce(error, '') = '' "
@@ -195,10 +197,12 @@ static const char *const stmt_sql[S_NSTMTS] = {
                     "coalesce($2::bool, false), greatest($3::int, 0)) ON CONFLICT (name) DO "
                     "UPDATE SET paused = coalesce($2::bool, jobq.queues.paused), max_running = "
                     "CASE WHEN $3::int >= 0 THEN $3::int ELSE jobq.queues.max_running END",
-    [S_PURGE] = "DELETE FROM jobq.jobs WHERE id IN (SELECT id FROM jobq.jobs WHERE state >= 4 "
-                "AND finished_at < $1 AND ($2::int >> state::int) & 1 = 1 AND ($4::bigint IS "
-                "NULL OR uid = $4) ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
-                "RETURNING id, queue, uid, state",
+    /* The jobs and their attempts (no foreign key cascades: schema 2). */
+    [S_PURGE] = "WITH d AS (DELETE FROM jobq.jobs WHERE id IN (SELECT id FROM jobq.jobs WHERE "
+                "state >= 4 AND finished_at < $1 AND ($2::int >> state::int) & 1 = 1 AND "
+                "($4::bigint IS NULL OR uid = $4) ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP "
+                "LOCKED) RETURNING id, queue, uid, state), a AS (DELETE FROM jobq.attempts WHERE "
+                "job_id IN (SELECT id FROM d)) SELECT id, queue, uid, state FROM d",
     [S_RUNNING_MINE] = "SELECT " RUNNING_COLS " FROM jobq.attempts a JOIN jobq.nodes n ON "
                        "n.id = a.node_id WHERE a.finished_at = 0 AND n.name = $1 AND n.id < "
                        "(SELECT max(id) FROM jobq.nodes WHERE name = $1) ORDER BY a.job_id",
@@ -1343,6 +1347,19 @@ out:
     return rc;
 }
 
+/* A row of S_START's result by its job's id. */
+struct row_id {
+    int64_t id;
+    int row;
+};
+
+static int
+row_id_cmp(const void *a, const void *b)
+{
+    const struct row_id *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
 static int
 claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n,
       int64_t *expired, int *nexpired)
@@ -1350,6 +1367,7 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
     struct pg_buf qs = {0}, takes = {0}, exp = {0}, start = {0}, tids = {0}, att = {0};
     struct params p = {0};
     struct cand *cand = NULL;
+    struct row_id *rows_by_id = NULL;
     PGresult *r = NULL;
     int ncand = 0, nq = 0, nstart = 0, nexp = 0, got = 0, rc;
     int64_t rows;
@@ -1419,17 +1437,24 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
         rc = -EIO; /* locked rows that are not ready: cannot happen */
         goto out;
     }
-    /* RETURNING has no order: put the jobs back in dispatch order. */
-    for (int i = 0, k = 0; i < ncand && k < nstart; i++) {
-        for (int row = 0; row < nstart; row++) {
-            if (v64(r, row, 0) != cand[i].id)
-                continue;
-            if ((rc = row_job(r, row, &jobs[got])) < 0)
-                goto out;
-            got++;
-            k++;
-            break;
-        }
+    /* RETURNING has no order: put the jobs back in dispatch order, each
+     * row found by id among the rows sorted once (parsing every row's id
+     * for every candidate was most of this thread's time). */
+    if ((rows_by_id = calloc((size_t)nstart, sizeof(*rows_by_id))) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (int row = 0; row < nstart; row++)
+        rows_by_id[row] = (struct row_id){.id = v64(r, row, 0), .row = row};
+    qsort(rows_by_id, (size_t)nstart, sizeof(*rows_by_id), row_id_cmp);
+    for (int i = 0; i < ncand && got < nstart; i++) {
+        struct row_id key = {.id = cand[i].id}, *hit;
+        hit = bsearch(&key, rows_by_id, (size_t)nstart, sizeof(*rows_by_id), row_id_cmp);
+        if (hit == NULL)
+            continue; /* expired, not started */
+        if ((rc = row_job(r, hit->row, &jobs[got])) < 0)
+            goto out;
+        got++;
     }
     for (int i = 0; i < got; i++) {
         if ((rc = arr_i64(&att, jobs[i]->attempt)) < 0 ||
@@ -1454,6 +1479,7 @@ out:
     for (int i = 0; i < got; i++)
         job_free(jobs[i]);
     PQclear(r);
+    free(rows_by_id);
     cands_free(cand, ncand);
     buf_free(&qs);
     buf_free(&takes);
@@ -1488,6 +1514,7 @@ struct brief {
     uid_t uid;
     int64_t deadline, backoff_base_ms, backoff_max_ms, run_at;
     char queue[JOBQ_NAME_MAX_BYTES + 1];
+    char tid[32]; /* the locked row's ctid: S_JOB_FINISH's key */
 };
 
 static void
@@ -1505,6 +1532,7 @@ brief_read(const PGresult *r, int i, struct brief *b)
     b->run_at = v64(r, i, 9);
     snprintf(b->queue, sizeof(b->queue), "%s", PQgetvalue(r, i, 10));
     b->limit = v32(r, i, 11);
+    snprintf(b->tid, sizeof(b->tid), "%s", PQgetvalue(r, i, 12));
 }
 
 /* Locks the jobs ids[0..n) and reads their briefs, by id. Returns owned
@@ -1568,7 +1596,7 @@ brief_one(struct store_conn *c, int64_t id, struct brief *out)
  * jobs' new values (S_JOB_FINISH). */
 struct finish_set {
     struct pg_buf a_id, a_att, a_at, a_out, a_exit, a_sig, a_err, a_log, a_trunc;
-    struct pg_buf j_id, j_state, j_run, j_fin, j_out, j_exit, j_sig, j_err, j_intr, j_lt;
+    struct pg_buf j_tid, j_state, j_run, j_fin, j_out, j_exit, j_sig, j_err, j_intr, j_lt;
     int n;
 };
 
@@ -1576,18 +1604,20 @@ static void
 finish_set_free(struct finish_set *f)
 {
     struct pg_buf *all[] = {&f->a_id,    &f->a_att, &f->a_at,   &f->a_out,   &f->a_exit,
-                            &f->a_sig,   &f->a_err, &f->a_log,  &f->a_trunc, &f->j_id,
+                            &f->a_sig,   &f->a_err, &f->a_log,  &f->a_trunc, &f->j_tid,
                             &f->j_state, &f->j_run, &f->j_fin,  &f->j_out,   &f->j_exit,
                             &f->j_sig,   &f->j_err, &f->j_intr, &f->j_lt};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         buf_free(all[i]);
 }
 
-/* One attempt's end and its job's new values. */
+/* One attempt's end and its job's new values (the job by its row's ctid,
+ * locked by briefs()). */
 static int
-finish_add(struct finish_set *f, int64_t id, int32_t attempt, int64_t at, int outcome,
-           int32_t exit_code, int32_t sig, const char *error, int64_t log_bytes, bool trunc,
-           int state, int64_t run_at, int64_t fin, int32_t intr, int lt, const char *job_error)
+finish_add(struct finish_set *f, int64_t id, const char *tid, int32_t attempt, int64_t at,
+           int outcome, int32_t exit_code, int32_t sig, const char *error, int64_t log_bytes,
+           bool trunc, int state, int64_t run_at, int64_t fin, int32_t intr, int lt,
+           const char *job_error)
 {
     int rc;
 
@@ -1595,7 +1625,7 @@ finish_add(struct finish_set *f, int64_t id, int32_t attempt, int64_t at, int ou
         (rc = arr_i64(&f->a_at, at)) < 0 || (rc = arr_i64(&f->a_out, outcome)) < 0 ||
         (rc = arr_i64(&f->a_exit, exit_code)) < 0 || (rc = arr_i64(&f->a_sig, sig)) < 0 ||
         (rc = arr_text(&f->a_err, error)) < 0 || (rc = arr_i64(&f->a_log, log_bytes)) < 0 ||
-        (rc = arr_bool(&f->a_trunc, trunc)) < 0 || (rc = arr_i64(&f->j_id, id)) < 0 ||
+        (rc = arr_bool(&f->a_trunc, trunc)) < 0 || (rc = arr_text(&f->j_tid, tid)) < 0 ||
         (rc = arr_i64(&f->j_state, state)) < 0 || (rc = arr_i64(&f->j_run, run_at)) < 0 ||
         (rc = arr_i64(&f->j_fin, fin)) < 0 || (rc = arr_i64(&f->j_out, outcome)) < 0 ||
         (rc = arr_i64(&f->j_exit, exit_code)) < 0 || (rc = arr_i64(&f->j_sig, sig)) < 0 ||
@@ -1629,7 +1659,7 @@ finish_run(struct store_conn *c, struct finish_set *f, int64_t now)
     if ((rc = run_done(c, S_ATTEMPT_FINISH, p.v, NULL)) < 0)
         return rc;
     memset(&p, 0, sizeof(p));
-    p_str(&p, arr_end(&f->j_id));
+    p_str(&p, arr_end(&f->j_tid));
     p_str(&p, arr_end(&f->j_state));
     p_str(&p, arr_end(&f->j_run));
     p_str(&p, arr_end(&f->j_fin));
@@ -1701,7 +1731,7 @@ pg_complete(struct store_conn *c, const struct store_completion *done, size_t n,
             run_at = 0;
             fin = -1;
         }
-        if ((rc = finish_add(&f, d->id, d->attempt, at, d->outcome, d->exit_code, d->signal,
+        if ((rc = finish_add(&f, d->id, j->tid, d->attempt, at, d->outcome, d->exit_code, d->signal,
                              d->error, d->log_bytes, d->log_truncated, state, run_at, fin,
                              d->outcome == OUTCOME_INTERRUPTED, d->log_truncated, d->error)) < 0 ||
             (rc = count_move(c, j->queue, j->uid, j->state, state)) < 0 ||
@@ -1956,8 +1986,8 @@ pg_interrupt_nodes(struct store_conn *c, const int64_t *ids, int n, int64_t now,
             intr = 1;
             ++*retrying;
         }
-        if ((rc = finish_add(&f, open[i].id, open[i].attempt, now, OUTCOME_INTERRUPTED, -1, 0,
-                             interrupted, 0, false, state, run_at, fin, intr, -1, err)) < 0 ||
+        if ((rc = finish_add(&f, open[i].id, j->tid, open[i].attempt, now, OUTCOME_INTERRUPTED, -1,
+                             0, interrupted, 0, false, state, run_at, fin, intr, -1, err)) < 0 ||
             (rc = count_move(c, j->queue, j->uid, j->state, state)) < 0 ||
             (rc = note_id(&c->changed, open[i].id)) < 0)
             break;
@@ -2288,6 +2318,9 @@ static const struct {
      "SELECT a.job_id, a.attempt, a.node_id FROM jobq.attempts a WHERE a.finished_at = 0 AND "
      "a.node_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jobq.nodes n WHERE n.id = a.node_id) "
      "LIMIT 1"},
+    {"attempt of no job (id, attempt)",
+     "SELECT a.job_id, a.attempt, '' FROM jobq.attempts a WHERE NOT EXISTS (SELECT 1 FROM "
+     "jobq.jobs j WHERE j.id = a.job_id) LIMIT 1"},
     {"attempt rows differ from the job's attempt count (id, attempt)",
      "SELECT id, attempt, '' FROM jobq.jobs j WHERE attempt <> (SELECT count(*) FROM "
      "jobq.attempts a WHERE a.job_id = j.id) LIMIT 1"},

@@ -243,12 +243,58 @@ test_open_creates_schema_and_two_nodes_open_together(void **state)
     struct node a, b;
     node_open(&a, "a", 0);
     node_open(&b, "b", 0);
-    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 1);
+    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 2);
     assert_int_equal(sql_int("SELECT count(*) FROM jobq.nodes"), 2);
     node_close(&a);
     node_close(&b);
     /* A clean close without open attempts takes the lease away. */
     assert_int_equal(sql_int("SELECT count(*) FROM jobq.nodes"), 0);
+}
+
+/* A database of schema 1 (attempts with a foreign key to jobs) is
+ * migrated to 2 with its jobs and attempts intact; purge then deletes a
+ * job's attempts itself, and verify finds an attempt left without its job. */
+static void
+test_schema_1_migrates_and_purge_takes_the_attempts(void **state)
+{
+    struct node a;
+    struct job *j[2];
+    int64_t id, ids[4];
+    int n = 0;
+    node_open(&a, "a", 0);
+    struct job_spec sp = spec_q("q", 0);
+    id = submit(&a, &sp);
+    assert_int_equal(claim(&a, T0, 1, j), 1);
+    assert_int_equal(complete(&a, id, j[0]->attempt, JOB_SUCCEEDED), 0);
+    job_free(j[0]);
+    node_close(&a);
+    /* Back to what schema 1 was. */
+    sql("ALTER TABLE jobq.attempts ADD CONSTRAINT attempts_job_id_fkey FOREIGN KEY (job_id) "
+        "REFERENCES jobq.jobs (id) ON DELETE CASCADE; DELETE FROM jobq.schema_version WHERE "
+        "version = 2");
+
+    node_open(&a, "a", 0);
+    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 2);
+    assert_int_equal(sql_int("SELECT count(*) FROM pg_constraint WHERE conrelid = "
+                             "'jobq.attempts'::regclass AND contype = 'f'"),
+                     0);
+    assert_int_equal(sql_int("SELECT count(*) FROM jobq.attempts"), 1);
+    verify(&a);
+
+    txn(&a, STORE_BEGIN);
+    assert_int_equal(ops->purge(a.c, admin, T0 + 1000, 1u << JOB_SUCCEEDED, 4, ids, &n), 0);
+    txn(&a, STORE_COMMIT);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], id);
+    assert_int_equal(sql_int("SELECT count(*) FROM jobq.attempts"), 0);
+    verify(&a);
+
+    sql("INSERT INTO jobq.attempts (job_id, attempt, started_at, finished_at) VALUES "
+        "(424242, 1, 1, 2)");
+    char why[512] = "";
+    assert_int_not_equal(ops->verify(a.c, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "attempt of no job"));
+    node_close(&a);
 }
 
 static void
@@ -692,6 +738,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_creates_schema_and_two_nodes_open_together, setup),
         cmocka_unit_test_setup(test_newer_or_foreign_schema_is_refused, setup),
+        cmocka_unit_test_setup(test_schema_1_migrates_and_purge_takes_the_attempts, setup),
         cmocka_unit_test_setup(test_submit_round_trips_every_field, setup),
         cmocka_unit_test_setup(test_batch_ids_follow_the_specs, setup),
         cmocka_unit_test_setup(test_claim_order_fence_cancel_retry, setup),
