@@ -2,7 +2,8 @@
 # postgres.sh — `make bench-postgres`: the PostgreSQL store (docs/POSTGRES.md)
 # on a private PostgreSQL server at its defaults (fsync and
 # synchronous_commit on), on the disk of the build directory:
-#   pg.submit_rate, pg.claim_complete_rate   the store as one node uses it
+#   pg.submit_rate, pg.claim_complete_rate   the store as one node uses it,
+#       medians of JOBQ_BENCH_PG_RUNS (3) runs taking turns with the SQLite one
 #       (bench/postgres/store.c: 16 submitters; 4 workers claiming 256 and
 #       completing them in one call, as bench/store/front.c does)
 #   store.claim_complete_rate                the SQLite reference, measured
@@ -53,10 +54,30 @@ psql() { PGOPTIONS="-c client_min_messages=warning" "$pg_bin/psql" -X -q -A -t -
 echo "# $("$pg_bin/postgres" --version), data on $(df -h "$work" | awk 'NR == 2 {print $1}')"
 
 # ---- the store, one node, and the SQLite reference -----------------------------
-"$build/bench/postgres/store" "$url" | tee -a "$out"
-mkdir -p "$work/sqlite"
-"$build/bench/store/front" "$work/sqlite" cycle | tee -a "$out"
-rm -rf "$work/sqlite"
+# They take turns, $runs times, each on an empty database, so that the
+# machine's and the disk's moods hit both; each figure is the median of
+# its runs (as bench/store.sh does).
+runs=${JOBQ_BENCH_PG_RUNS:-3}
+all=$work/runs
+for ((i = 1; i <= runs; i++)); do
+    psql "DROP SCHEMA IF EXISTS jobq CASCADE" >/dev/null
+    "$build/bench/postgres/store" "$url" | tee -a "$all" | sed "s/^RESULT/# run $i:/"
+    mkdir -p "$work/sqlite"
+    "$build/bench/store/front" "$work/sqlite" cycle | tee -a "$all" | sed "s/^RESULT/# run $i:/"
+    rm -rf "$work/sqlite"
+done
+awk '
+    $1 == "RESULT" { if (!($2 in n)) order[++keys] = $2; v[$2, ++n[$2]] = $3; unit[$2] = $4 }
+    END {
+        for (k = 1; k <= keys; k++) {
+            key = order[k]; m = n[key]
+            for (i = 1; i <= m; i++) s[i] = v[key, i]
+            for (i = 2; i <= m; i++) # insertion sort: a handful of values
+                for (j = i; j > 1 && s[j - 1] > s[j]; j--) { t = s[j]; s[j] = s[j - 1]; s[j - 1] = t }
+            med = m % 2 ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
+            printf "RESULT %s %s %s\n", key, med, unit[key]
+        }
+    }' "$all" | tee -a "$out"
 
 # ---- scaling: N jobqd nodes, sleep 0.2 jobs ------------------------------------
 jobs_per_node=1500

@@ -53,7 +53,7 @@ static_assert(OUTCOME_NONE == 0 && OUTCOME_SPAWN_ERROR == 8,
 
 /* The open attempts of nodes: the previous runs of this node's name (all
  * but the newest row of that name, which is this run's), or given ids. */
-#define RUNNING_COLS "a.job_id, a.attempt, a.pgid, a.boot_id, a.started_at"
+#define RUNNING_COLS "j.id, j.attempt, j.run_pgid, j.run_boot, j.run_started"
 
 enum stmt_id {
     S_LEASE_CHECK,
@@ -68,7 +68,6 @@ enum stmt_id {
     S_CANDIDATES,
     S_EXPIRE,
     S_START,
-    S_ATTEMPT_INSERT,
     S_SET_PGID,
     S_BRIEFS,
     S_ATTEMPT_FINISH,
@@ -139,8 +138,8 @@ static const char *const stmt_sql[S_NSTMTS] = {
      * circle. */
     [S_QUEUE_LOCK] = "SELECT pg_advisory_xact_lock(hashtextextended('jobq.queue:' || q, 0)) "
                      "FROM unnest($1::text[]) q",
-    [S_RUNNING_COUNT] = "SELECT queue, count(*) FROM jobq.jobs WHERE state = 2 AND "
-                        "queue = ANY($1::text[]) GROUP BY queue",
+    [S_RUNNING_COUNT] = "SELECT queue, count(*) FROM jobq.jobs WHERE run_started > 0 AND "
+                        "state = 2 AND queue = ANY($1::text[]) GROUP BY queue",
     [S_CANDIDATES] =
         "SELECT j.id, j.priority, j.run_at, j.deadline, j.uid, j.queue, j.ctid "
         "FROM unnest($1::text[], $2::int[]) AS a(queue, take), LATERAL (SELECT id, "
@@ -154,26 +153,32 @@ static const char *const stmt_sql[S_NSTMTS] = {
      * TID scan. "id = ANY(...) AND state = 1" let the planner AND the
      * primary key with a scan of the whole jobs_ready index, dead entries
      * and all (3 of a claim's 4 ms at 100,000 jobs). */
+    /* The attempt it opens lives on the row (schema 3). */
     [S_START] = "UPDATE jobq.jobs SET state = 2, attempt = attempt + 1, started_at = CASE "
-                "started_at WHEN 0 THEN $2 ELSE started_at END, updated_at = $2 WHERE "
-                "ctid = ANY($1::tid[]) RETURNING " JOB_COLS,
-    [S_ATTEMPT_INSERT] =
-        "INSERT INTO jobq.attempts (job_id, attempt, started_at, boot_id, node_id) "
-        "SELECT i, a, $3, $4, $5 FROM unnest($1::bigint[], $2::int[]) AS u(i, a)",
-    [S_SET_PGID] = "UPDATE jobq.attempts SET pgid = $3 WHERE job_id = $1 AND attempt = $2 AND "
-                   "finished_at = 0",
+                "started_at WHEN 0 THEN $2 ELSE started_at END, updated_at = $2, run_started = $2, "
+                "run_boot = $3, run_node = $4, run_pgid = 0 WHERE ctid = ANY($1::tid[]) "
+                "RETURNING " JOB_COLS,
+    /* "run_started <> 0" where the primary key finds the row: "> 0" is
+     * jobs_open's predicate, and the planner may prefer a scan of that
+     * whole index, dead entries and all (see S_ATTEMPT_FINISH). */
+    [S_SET_PGID] = "UPDATE jobq.jobs SET run_pgid = $3 WHERE id = $1 AND attempt = $2 AND "
+                   "run_started <> 0",
     [S_BRIEFS] = "SELECT " BRIEF_COLS " FROM jobq.jobs j WHERE j.id = ANY($1::bigint[]) "
                  "ORDER BY j.id FOR UPDATE OF j",
-    /* "finished_at <= 0", not "= 0": the latter matches attempts_open's
-     * predicate, and the planner hash-joined against a scan of that whole
-     * index (dead entries and all) instead of probing the primary key. */
+    /* An attempt is written once, when it ends, from its job's run_*
+     * (the rows briefs() locked, by ctid; before S_JOB_FINISH moves them).
+     * Fenced on the open attempt: "run_started <> 0", not "> 0", which is
+     * jobs_open's predicate (schema 1's "finished_at = 0" on attempts_open
+     * made the planner scan that whole index, dead entries and all,
+     * instead of probing the key). */
     [S_ATTEMPT_FINISH] =
-        "UPDATE jobq.attempts a SET finished_at = v.at, outcome = v.outcome, exit_code = "
-        "v.exit_code, signal = v.signal, error = v.error, log_bytes = v.log_bytes, "
-        "log_truncated = v.trunc FROM unnest($1::bigint[], $2::int[], $3::bigint[], "
-        "$4::smallint[], $5::int[], $6::int[], $7::text[], $8::bigint[], $9::bool[]) AS v(job_id, "
-        "attempt, at, outcome, exit_code, signal, error, log_bytes, trunc) WHERE a.job_id = "
-        "v.job_id AND a.attempt = v.attempt AND a.finished_at <= 0",
+        "INSERT INTO jobq.attempts (job_id, attempt, started_at, finished_at, outcome, "
+        "exit_code, signal, error, log_bytes, log_truncated, pgid, boot_id, node_id) SELECT "
+        "j.id, j.attempt, j.run_started, v.at, v.outcome, v.exit_code, v.signal, v.error, "
+        "v.log_bytes, v.trunc, j.run_pgid, j.run_boot, j.run_node FROM unnest($1::tid[], "
+        "$2::int[], $3::bigint[], $4::smallint[], $5::int[], $6::int[], $7::text[], $8::bigint[], "
+        "$9::bool[]) AS v(tid, attempt, at, outcome, exit_code, signal, error, log_bytes, trunc) "
+        "JOIN jobq.jobs j ON j.ctid = v.tid WHERE j.attempt = v.attempt AND j.run_started <> 0",
     /* By the row addresses briefs() read, which its locks hold still: a
      * TID scan instead of a primary key probe per job. */
     [S_JOB_FINISH] =
@@ -181,7 +186,8 @@ static const char *const stmt_sql[S_NSTMTS] = {
         "ELSE j.run_at END, finished_at = CASE WHEN v.fin >= 0 THEN v.fin ELSE j.finished_at END, "
         "updated_at = $11, outcome = v.outcome, exit_code = v.exit_code, signal = v.signal, "
         "error = v.error, interrupted = j.interrupted + v.intr, log_truncated = CASE WHEN "
-        "v.lt >= 0 THEN v.lt = 1 ELSE j.log_truncated END FROM unnest($1::tid[], "
+        "v.lt >= 0 THEN v.lt = 1 ELSE j.log_truncated END, run_started = 0, run_node = NULL, "
+        "run_boot = '', run_pgid = 0 FROM unnest($1::tid[], "
         "$2::smallint[], $3::bigint[], $4::bigint[], $5::smallint[], $6::int[], $7::int[], "
         "$8::text[], $9::int[], $10::int[]) AS v(tid, state, run_at, fin, outcome, exit_code, "
         "signal, error, intr, lt) WHERE j.ctid = v.tid",
@@ -190,7 +196,7 @@ static const char *const stmt_sql[S_NSTMTS] = {
                  "error = CASE WHEN $3::bigint = 0 THEN error WHEN coalesce(error, '') = '' "
                  "THEN 'canceled' ELSE 'canceled before its next attempt (the last one: ' "
                  "|| error || ')' END WHERE id = $1",
-    [S_OPEN_ATTEMPT] = "SELECT 1 FROM jobq.attempts WHERE job_id = $1 AND finished_at = 0",
+    [S_OPEN_ATTEMPT] = "SELECT 1 FROM jobq.jobs WHERE id = $1 AND run_started <> 0",
     [S_RETRY] = "UPDATE jobq.jobs SET state = $3, run_at = $4, finished_at = 0, updated_at = $2, "
                 "max_attempts = $5 WHERE id = $1",
     [S_QUEUE_SET] = "INSERT INTO jobq.queues (name, paused, max_running) VALUES ($1, "
@@ -203,16 +209,18 @@ static const char *const stmt_sql[S_NSTMTS] = {
                 "($4::bigint IS NULL OR uid = $4) ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP "
                 "LOCKED) RETURNING id, queue, uid, state), a AS (DELETE FROM jobq.attempts WHERE "
                 "job_id IN (SELECT id FROM d)) SELECT id, queue, uid, state FROM d",
-    [S_RUNNING_MINE] = "SELECT " RUNNING_COLS " FROM jobq.attempts a JOIN jobq.nodes n ON "
-                       "n.id = a.node_id WHERE a.finished_at = 0 AND n.name = $1 AND n.id < "
-                       "(SELECT max(id) FROM jobq.nodes WHERE name = $1) ORDER BY a.job_id",
-    [S_OPEN_OF_NODES] = "SELECT " RUNNING_COLS " FROM jobq.attempts a WHERE a.finished_at = 0 "
-                        "AND a.node_id = ANY($1::bigint[]) ORDER BY a.job_id",
+    [S_RUNNING_MINE] = "SELECT " RUNNING_COLS " FROM jobq.jobs j JOIN jobq.nodes n ON "
+                       "n.id = j.run_node WHERE j.run_started > 0 AND n.name = $1 AND n.id < "
+                       "(SELECT max(id) FROM jobq.nodes WHERE name = $1) ORDER BY j.id",
+    [S_OPEN_OF_NODES] = "SELECT " RUNNING_COLS " FROM jobq.jobs j WHERE j.run_started > 0 "
+                        "AND j.run_node = ANY($1::bigint[]) ORDER BY j.id",
     [S_DELETE_NODES] = "DELETE FROM jobq.nodes WHERE id = ANY($1::bigint[])",
     [S_GET] = "SELECT " JOB_COLS " FROM jobq.jobs WHERE id = $1",
+    /* The ended ones, and the open one from its job's row. */
     [S_ATTEMPTS] = "SELECT attempt, started_at, finished_at, outcome, exit_code, signal, error, "
                    "log_bytes, log_truncated, pgid, boot_id FROM jobq.attempts WHERE job_id = $1 "
-                   "ORDER BY attempt",
+                   "UNION ALL SELECT attempt, run_started, 0, 0, -1, 0, NULL, 0, false, run_pgid, "
+                   "run_boot FROM jobq.jobs WHERE id = $1 AND run_started <> 0 ORDER BY 1",
     [S_LIST] = "SELECT " JOB_COLS " FROM jobq.jobs WHERE id < $1 AND ($2::text IS NULL OR "
                "queue = $2) AND ($3::bigint IS NULL OR uid = $3) AND ($5::int >> state::int) & 1 "
                "= 1 ORDER BY id DESC LIMIT $4",
@@ -235,15 +243,15 @@ static const char *const stmt_sql[S_NSTMTS] = {
 };
 
 static const int stmt_nparams[S_NSTMTS] = {
-    [S_LEASE_CHECK] = 1,    [S_INSERT] = 17,    [S_UNIQUE_FIND] = 2,  [S_IDS] = 1,
-    [S_INSERT_BATCH] = 2,   [S_PROMOTE] = 2,    [S_ACTIVE] = 0,       [S_QUEUE_LOCK] = 1,
-    [S_RUNNING_COUNT] = 1,  [S_CANDIDATES] = 2, [S_EXPIRE] = 2,       [S_START] = 2,
-    [S_ATTEMPT_INSERT] = 5, [S_SET_PGID] = 3,   [S_BRIEFS] = 1,       [S_ATTEMPT_FINISH] = 9,
-    [S_JOB_FINISH] = 11,    [S_CANCEL] = 3,     [S_OPEN_ATTEMPT] = 1, [S_RETRY] = 5,
-    [S_QUEUE_SET] = 3,      [S_PURGE] = 4,      [S_RUNNING_MINE] = 1, [S_OPEN_OF_NODES] = 1,
-    [S_DELETE_NODES] = 1,   [S_GET] = 1,        [S_ATTEMPTS] = 1,     [S_LIST] = 5,
-    [S_COUNTERS] = 1,       [S_QUEUES] = 0,     [S_NEXT_DUE] = 0,     [S_PENDING] = 0,
-    [S_SIZE] = 0,           [S_FLUSH] = 5,
+    [S_LEASE_CHECK] = 1,   [S_INSERT] = 17,      [S_UNIQUE_FIND] = 2,    [S_IDS] = 1,
+    [S_INSERT_BATCH] = 2,  [S_PROMOTE] = 2,      [S_ACTIVE] = 0,         [S_QUEUE_LOCK] = 1,
+    [S_RUNNING_COUNT] = 1, [S_CANDIDATES] = 2,   [S_EXPIRE] = 2,         [S_START] = 4,
+    [S_SET_PGID] = 3,      [S_BRIEFS] = 1,       [S_ATTEMPT_FINISH] = 9, [S_JOB_FINISH] = 11,
+    [S_CANCEL] = 3,        [S_OPEN_ATTEMPT] = 1, [S_RETRY] = 5,          [S_QUEUE_SET] = 3,
+    [S_PURGE] = 4,         [S_RUNNING_MINE] = 1, [S_OPEN_OF_NODES] = 1,  [S_DELETE_NODES] = 1,
+    [S_GET] = 1,           [S_ATTEMPTS] = 1,     [S_LIST] = 5,           [S_COUNTERS] = 1,
+    [S_QUEUES] = 0,        [S_NEXT_DUE] = 0,     [S_PENDING] = 0,        [S_SIZE] = 0,
+    [S_FLUSH] = 5,
 };
 
 static_assert(S_NSTMTS <= 64, "store_conn.prepared holds 64 statements");
@@ -1364,7 +1372,7 @@ static int
 claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct job **jobs, int *n,
       int64_t *expired, int *nexpired)
 {
-    struct pg_buf qs = {0}, takes = {0}, exp = {0}, start = {0}, tids = {0}, att = {0};
+    struct pg_buf qs = {0}, takes = {0}, exp = {0}, tids = {0};
     struct params p = {0};
     struct cand *cand = NULL;
     struct row_id *rows_by_id = NULL;
@@ -1409,7 +1417,7 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
             nexp++;
             continue;
         }
-        if ((rc = arr_i64(&start, cand[i].id)) < 0 || (rc = arr_text(&tids, cand[i].tid)) < 0)
+        if ((rc = arr_text(&tids, cand[i].tid)) < 0)
             goto out;
         nstart++;
     }
@@ -1424,13 +1432,18 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
     }
     if (nstart == 0)
         goto out;
-    if (arr_end(&start) == NULL || arr_end(&tids) == NULL) {
+    if (arr_end(&tids) == NULL) {
         rc = -ENOMEM;
         goto out;
     }
     memset(&p, 0, sizeof(p));
     p_str(&p, tids.p);
     p_i64(&p, now);
+    p_str(&p, boot_id ? boot_id : "");
+    if (c->node != NULL)
+        p_i64(&p, c->node_id);
+    else
+        p_str(&p, NULL);
     if ((rc = run(c, S_START, p.v, &r)) < 0)
         goto out;
     if (PQntuples(r) != nstart) {
@@ -1456,23 +1469,10 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
             goto out;
         got++;
     }
-    for (int i = 0; i < got; i++) {
-        if ((rc = arr_i64(&att, jobs[i]->attempt)) < 0 ||
-            (rc = count_move(c, jobs[i]->spec.queue, jobs[i]->spec.uid, JOB_QUEUED, JOB_RUNNING)) <
-                0)
+    for (int i = 0; i < got; i++)
+        if ((rc = count_move(c, jobs[i]->spec.queue, jobs[i]->spec.uid, JOB_QUEUED, JOB_RUNNING)) <
+            0)
             goto out;
-    }
-    memset(&p, 0, sizeof(p));
-    p_str(&p, start.p);
-    p_str(&p, arr_end(&att));
-    p_i64(&p, now);
-    p_str(&p, boot_id ? boot_id : "");
-    if (c->node != NULL)
-        p_i64(&p, c->node_id);
-    else
-        p_str(&p, NULL);
-    if ((rc = run_done(c, S_ATTEMPT_INSERT, p.v, NULL)) < 0)
-        goto out;
     *n = got;
     got = 0;
 out:
@@ -1484,9 +1484,7 @@ out:
     buf_free(&qs);
     buf_free(&takes);
     buf_free(&exp);
-    buf_free(&start);
     buf_free(&tids);
-    buf_free(&att);
     return rc;
 }
 
@@ -1595,7 +1593,7 @@ brief_one(struct store_conn *c, int64_t id, struct brief *out)
 /* The arrays of a set-based end of attempts (S_ATTEMPT_FINISH) and of the
  * jobs' new values (S_JOB_FINISH). */
 struct finish_set {
-    struct pg_buf a_id, a_att, a_at, a_out, a_exit, a_sig, a_err, a_log, a_trunc;
+    struct pg_buf a_tid, a_att, a_at, a_out, a_exit, a_sig, a_err, a_log, a_trunc;
     struct pg_buf j_tid, j_state, j_run, j_fin, j_out, j_exit, j_sig, j_err, j_intr, j_lt;
     int n;
 };
@@ -1603,7 +1601,7 @@ struct finish_set {
 static void
 finish_set_free(struct finish_set *f)
 {
-    struct pg_buf *all[] = {&f->a_id,    &f->a_att, &f->a_at,   &f->a_out,   &f->a_exit,
+    struct pg_buf *all[] = {&f->a_tid,   &f->a_att, &f->a_at,   &f->a_out,   &f->a_exit,
                             &f->a_sig,   &f->a_err, &f->a_log,  &f->a_trunc, &f->j_tid,
                             &f->j_state, &f->j_run, &f->j_fin,  &f->j_out,   &f->j_exit,
                             &f->j_sig,   &f->j_err, &f->j_intr, &f->j_lt};
@@ -1614,14 +1612,13 @@ finish_set_free(struct finish_set *f)
 /* One attempt's end and its job's new values (the job by its row's ctid,
  * locked by briefs()). */
 static int
-finish_add(struct finish_set *f, int64_t id, const char *tid, int32_t attempt, int64_t at,
-           int outcome, int32_t exit_code, int32_t sig, const char *error, int64_t log_bytes,
-           bool trunc, int state, int64_t run_at, int64_t fin, int32_t intr, int lt,
-           const char *job_error)
+finish_add(struct finish_set *f, const char *tid, int32_t attempt, int64_t at, int outcome,
+           int32_t exit_code, int32_t sig, const char *error, int64_t log_bytes, bool trunc,
+           int state, int64_t run_at, int64_t fin, int32_t intr, int lt, const char *job_error)
 {
     int rc;
 
-    if ((rc = arr_i64(&f->a_id, id)) < 0 || (rc = arr_i64(&f->a_att, attempt)) < 0 ||
+    if ((rc = arr_text(&f->a_tid, tid)) < 0 || (rc = arr_i64(&f->a_att, attempt)) < 0 ||
         (rc = arr_i64(&f->a_at, at)) < 0 || (rc = arr_i64(&f->a_out, outcome)) < 0 ||
         (rc = arr_i64(&f->a_exit, exit_code)) < 0 || (rc = arr_i64(&f->a_sig, sig)) < 0 ||
         (rc = arr_text(&f->a_err, error)) < 0 || (rc = arr_i64(&f->a_log, log_bytes)) < 0 ||
@@ -1644,7 +1641,7 @@ finish_run(struct store_conn *c, struct finish_set *f, int64_t now)
 
     if (f->n == 0)
         return 0;
-    p_str(&p, arr_end(&f->a_id));
+    p_str(&p, arr_end(&f->a_tid));
     p_str(&p, arr_end(&f->a_att));
     p_str(&p, arr_end(&f->a_at));
     p_str(&p, arr_end(&f->a_out));
@@ -1731,7 +1728,7 @@ pg_complete(struct store_conn *c, const struct store_completion *done, size_t n,
             run_at = 0;
             fin = -1;
         }
-        if ((rc = finish_add(&f, d->id, j->tid, d->attempt, at, d->outcome, d->exit_code, d->signal,
+        if ((rc = finish_add(&f, j->tid, d->attempt, at, d->outcome, d->exit_code, d->signal,
                              d->error, d->log_bytes, d->log_truncated, state, run_at, fin,
                              d->outcome == OUTCOME_INTERRUPTED, d->log_truncated, d->error)) < 0 ||
             (rc = count_move(c, j->queue, j->uid, j->state, state)) < 0 ||
@@ -1986,8 +1983,8 @@ pg_interrupt_nodes(struct store_conn *c, const int64_t *ids, int n, int64_t now,
             intr = 1;
             ++*retrying;
         }
-        if ((rc = finish_add(&f, open[i].id, j->tid, open[i].attempt, now, OUTCOME_INTERRUPTED, -1,
-                             0, interrupted, 0, false, state, run_at, fin, intr, -1, err)) < 0 ||
+        if ((rc = finish_add(&f, j->tid, open[i].attempt, now, OUTCOME_INTERRUPTED, -1, 0,
+                             interrupted, 0, false, state, run_at, fin, intr, -1, err)) < 0 ||
             (rc = count_move(c, j->queue, j->uid, j->state, state)) < 0 ||
             (rc = note_id(&c->changed, open[i].id)) < 0)
             break;
@@ -2307,23 +2304,24 @@ static const struct {
      "coalesce(c.state, j.state), coalesce(c.n, 0) FROM c FULL JOIN j USING (queue, state, uid) "
      "WHERE coalesce(c.n, 0) <> coalesce(j.n, 0) LIMIT 1"},
     {"running job without its open attempt (id, attempt)",
-     "SELECT id, attempt, '' FROM jobq.jobs j WHERE state = 2 AND NOT EXISTS (SELECT 1 FROM "
-     "jobq.attempts a WHERE a.job_id = j.id AND a.attempt = j.attempt AND a.finished_at = 0) "
-     "LIMIT 1"},
+     "SELECT id, attempt, '' FROM jobq.jobs WHERE state = 2 AND run_started = 0 LIMIT 1"},
     {"open attempt of a job neither running nor canceled (id, attempt, state)",
-     "SELECT a.job_id, a.attempt, j.state FROM jobq.attempts a JOIN jobq.jobs j ON j.id = "
-     "a.job_id WHERE a.finished_at = 0 AND (j.state NOT IN (2, 6) OR a.attempt <> j.attempt) "
+     "SELECT id, attempt, state FROM jobq.jobs WHERE run_started <> 0 AND state NOT IN (2, 6) "
      "LIMIT 1"},
     {"open attempt of no node (id, attempt, node)",
-     "SELECT a.job_id, a.attempt, a.node_id FROM jobq.attempts a WHERE a.finished_at = 0 AND "
-     "a.node_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jobq.nodes n WHERE n.id = a.node_id) "
+     "SELECT j.id, j.attempt, j.run_node FROM jobq.jobs j WHERE j.run_started <> 0 AND "
+     "j.run_node IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jobq.nodes n WHERE n.id = j.run_node) "
      "LIMIT 1"},
+    {"ended attempt still open, or open attempt ended (id, attempt)",
+     "SELECT a.job_id, a.attempt, '' FROM jobq.attempts a WHERE a.finished_at = 0 OR EXISTS "
+     "(SELECT 1 FROM jobq.jobs j WHERE j.id = a.job_id AND j.attempt = a.attempt AND "
+     "j.run_started <> 0) LIMIT 1"},
     {"attempt of no job (id, attempt)",
      "SELECT a.job_id, a.attempt, '' FROM jobq.attempts a WHERE NOT EXISTS (SELECT 1 FROM "
      "jobq.jobs j WHERE j.id = a.job_id) LIMIT 1"},
     {"attempt rows differ from the job's attempt count (id, attempt)",
      "SELECT id, attempt, '' FROM jobq.jobs j WHERE attempt <> (SELECT count(*) FROM "
-     "jobq.attempts a WHERE a.job_id = j.id) LIMIT 1"},
+     "jobq.attempts a WHERE a.job_id = j.id) + (run_started <> 0)::int LIMIT 1"},
     {"finished_at does not match the state (id, state, finished_at)",
      "SELECT id, state, finished_at FROM jobq.jobs WHERE (state IN (4, 5, 6)) <> "
      "(finished_at > 0) LIMIT 1"},

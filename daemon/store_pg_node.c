@@ -448,8 +448,8 @@ pg_node_stop(struct pg_node *n)
     if (!atomic_load(&n->lost) && PQstatus(n->c->pg) == CONNECTION_OK) {
         snprintf(id, sizeof(id), "%" PRId64, n->id);
         q(n,
-          "DELETE FROM jobq.nodes WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobq.attempts "
-          "WHERE node_id = $1 AND finished_at = 0)",
+          "DELETE FROM jobq.nodes WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobq.jobs "
+          "WHERE run_started > 0 AND run_node = $1)",
           1, v, NULL);
     }
     node_free(n);

@@ -220,6 +220,29 @@ static const char *const migrations[] = {
      * has locked, and purge deletes a job's attempts with it (S_PURGE).
      * store_verify looks for attempts without their job. */
     "ALTER TABLE jobq.attempts DROP CONSTRAINT attempts_job_id_fkey;",
+    /*
+     * 3: the open attempt lives on its job's row (run_*), and jobq.attempts
+     * holds ended attempts only, each written once when it ends. An
+     * attempt row inserted at the claim and updated at the end, with the
+     * partial index of open attempts, was two of the seven index entries
+     * and one of the four row versions each job cost (PostgreSQL's update
+     * writes a new version). jobs_open replaces jobs_running and
+     * attempts_open: the jobs with an open attempt, by queue (a limited
+     * queue's count) and, scanned whole, by node (take-over; it holds only
+     * what runs now). run_started > 0 is "an attempt is open", as
+     * finished_at = 0 was.
+     */
+    "ALTER TABLE jobq.jobs ADD COLUMN run_started bigint NOT NULL DEFAULT 0,"
+    "  ADD COLUMN run_node bigint," /* the lease the open attempt runs under */
+    "  ADD COLUMN run_boot text NOT NULL DEFAULT '',"
+    "  ADD COLUMN run_pgid integer NOT NULL DEFAULT 0;"
+    "UPDATE jobq.jobs j SET run_started = a.started_at, run_node = a.node_id, run_boot = a.boot_id,"
+    "  run_pgid = a.pgid FROM jobq.attempts a WHERE a.job_id = j.id AND a.attempt = j.attempt AND"
+    "  a.finished_at = 0;"
+    "DELETE FROM jobq.attempts WHERE finished_at = 0;"
+    "DROP INDEX jobq.attempts_open;"
+    "DROP INDEX jobq.jobs_running;"
+    "CREATE INDEX jobs_open ON jobq.jobs (queue) WHERE run_started > 0;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

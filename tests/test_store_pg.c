@@ -243,7 +243,7 @@ test_open_creates_schema_and_two_nodes_open_together(void **state)
     struct node a, b;
     node_open(&a, "a", 0);
     node_open(&b, "b", 0);
-    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 2);
+    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 3);
     assert_int_equal(sql_int("SELECT count(*) FROM jobq.nodes"), 2);
     node_close(&a);
     node_close(&b);
@@ -251,47 +251,73 @@ test_open_creates_schema_and_two_nodes_open_together(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM jobq.nodes"), 0);
 }
 
-/* A database of schema 1 (attempts with a foreign key to jobs) is
- * migrated to 2 with its jobs and attempts intact; purge then deletes a
- * job's attempts itself, and verify finds an attempt left without its job. */
+/* store_pg_schema.c's, for a database of an older version. */
+int pg_migrate(PGconn *pg, int target, char *why, size_t whylen);
+
+/* A database of schema 1, as a jobqd of then left it (an attempt open on a
+ * node, ended ones, the foreign key to jobs), migrates to the current
+ * schema with nothing lost: the open attempt moves to its job's row, the
+ * ended ones stay. Purge then deletes a job's attempts itself (no foreign
+ * key cascades), and verify finds an attempt left without its job. */
 static void
-test_schema_1_migrates_and_purge_takes_the_attempts(void **state)
+test_schema_1_migrates_with_its_attempts(void **state)
 {
+    PGconn *pg = PQconnectdb(url);
+    char why[512] = "";
     struct node a;
-    struct job *j[2];
-    int64_t id, ids[4];
+    int64_t ids[4];
     int n = 0;
-    node_open(&a, "a", 0);
-    struct job_spec sp = spec_q("q", 0);
-    id = submit(&a, &sp);
-    assert_int_equal(claim(&a, T0, 1, j), 1);
-    assert_int_equal(complete(&a, id, j[0]->attempt, JOB_SUCCEEDED), 0);
-    job_free(j[0]);
-    node_close(&a);
-    /* Back to what schema 1 was. */
-    sql("ALTER TABLE jobq.attempts ADD CONSTRAINT attempts_job_id_fkey FOREIGN KEY (job_id) "
-        "REFERENCES jobq.jobs (id) ON DELETE CASCADE; DELETE FROM jobq.schema_version WHERE "
-        "version = 2");
+    assert_int_equal(PQstatus(pg), CONNECTION_OK);
+    if (pg_migrate(pg, 1, why, sizeof(why)) < 0)
+        fail_msg("migrate to 1: %s", why);
+    PQfinish(pg);
+    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 1);
+    sql("INSERT INTO jobq.nodes (id, name, boot_id, lease_ms) VALUES (7, 'old', 'b0', 600000);"
+        "INSERT INTO jobq.jobs (id, queue, priority, command, max_attempts, backoff_base_ms, "
+        "backoff_max_ms, timeout_ms, deadline, run_at, uid, gid, state, attempt, created_at, "
+        "started_at, finished_at, updated_at) VALUES "
+        "(1, 'q', 0, '[\"/bin/true\"]', 3, 1000, 60000, 0, 0, 1, 1000, 1000, 2, 2, 1, 2, 0, 5),"
+        "(2, 'q', 0, '[\"/bin/true\"]', 3, 1000, 60000, 0, 0, 1, 1000, 1000, 4, 1, 1, 2, 3, 3);"
+        "INSERT INTO jobq.attempts (job_id, attempt, started_at, finished_at, outcome, exit_code, "
+        "pgid, boot_id, node_id) VALUES (1, 1, 2, 3, 2, 1, 70, 'b0', 7), "
+        "(1, 2, 5, 0, 0, -1, 77, 'b0', 7), (2, 1, 2, 3, 1, 0, 71, 'b0', 7);"
+        "INSERT INTO jobq.counts (queue, state, uid, n) VALUES ('q', 2, 1000, 1), "
+        "('q', 4, 1000, 1)");
 
     node_open(&a, "a", 0);
-    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 2);
+    assert_int_equal(sql_int("SELECT max(version) FROM jobq.schema_version"), 3);
     assert_int_equal(sql_int("SELECT count(*) FROM pg_constraint WHERE conrelid = "
                              "'jobq.attempts'::regclass AND contype = 'f'"),
                      0);
-    assert_int_equal(sql_int("SELECT count(*) FROM jobq.attempts"), 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM jobq.attempts"), 2);
+    assert_int_equal(sql_int("SELECT run_started * 1000000 + run_node * 1000 + run_pgid FROM "
+                             "jobq.jobs WHERE id = 1 AND run_boot = 'b0'"),
+                     5007077);
+    verify(&a);
+    struct job *j = get(&a, 1);
+    assert_int_equal(j->nattempts, 2);
+    assert_int_equal(j->attempts[0].finished_at, 3);
+    assert_int_equal(j->attempts[1].attempt, 2);
+    assert_int_equal(j->attempts[1].started_at, 5);
+    assert_int_equal(j->attempts[1].finished_at, 0);
+    assert_int_equal(j->attempts[1].pgid, 77);
+    job_free(j);
+    /* The open attempt ends as any other. */
+    assert_int_equal(complete(&a, 1, 2, JOB_SUCCEEDED), 0);
+    assert_int_equal(sql_int("SELECT pgid FROM jobq.attempts WHERE job_id = 1 AND attempt = 2"),
+                     77);
     verify(&a);
 
     txn(&a, STORE_BEGIN);
-    assert_int_equal(ops->purge(a.c, admin, T0 + 1000, 1u << JOB_SUCCEEDED, 4, ids, &n), 0);
+    assert_int_equal(ops->purge(a.c, admin, 4, 1u << JOB_SUCCEEDED, 4, ids, &n), 0);
     txn(&a, STORE_COMMIT);
     assert_int_equal(n, 1);
-    assert_int_equal(ids[0], id);
-    assert_int_equal(sql_int("SELECT count(*) FROM jobq.attempts"), 0);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(sql_int("SELECT count(*) FROM jobq.attempts WHERE job_id = 2"), 0);
     verify(&a);
 
     sql("INSERT INTO jobq.attempts (job_id, attempt, started_at, finished_at) VALUES "
         "(424242, 1, 1, 2)");
-    char why[512] = "";
     assert_int_not_equal(ops->verify(a.c, why, sizeof(why)), 0);
     assert_non_null(strstr(why, "attempt of no job"));
     node_close(&a);
@@ -738,7 +764,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_open_creates_schema_and_two_nodes_open_together, setup),
         cmocka_unit_test_setup(test_newer_or_foreign_schema_is_refused, setup),
-        cmocka_unit_test_setup(test_schema_1_migrates_and_purge_takes_the_attempts, setup),
+        cmocka_unit_test_setup(test_schema_1_migrates_with_its_attempts, setup),
         cmocka_unit_test_setup(test_submit_round_trips_every_field, setup),
         cmocka_unit_test_setup(test_batch_ids_follow_the_specs, setup),
         cmocka_unit_test_setup(test_claim_order_fence_cancel_retry, setup),
