@@ -239,9 +239,13 @@ group_run(struct writer *wr, struct group *g, struct store_req *batch, uint64_t 
 static void
 check_fatal(struct store *st, struct store_conn *w, int rc)
 {
+    int none = 0;
+
     if (rc >= 0 || atomic_load(&st->fatal) < 0 || !st->ops->sync_failed(w))
         return;
-    atomic_store(&st->fatal, -EIO);
+    /* Once, though both writers (PostgreSQL) may find it. */
+    if (!atomic_compare_exchange_strong(&st->fatal, &none, -EIO))
+        return;
     if (st->opts.on_fatal != NULL)
         st->opts.on_fatal(st->opts.on_fatal_arg, rc);
 }

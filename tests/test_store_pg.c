@@ -654,6 +654,21 @@ test_restart_recovers_its_own_previous_run_only(void **state)
 
 /* ---- the front ------------------------------------------------------------------ */
 
+/* The end of a front test: job id is in state want, the store verifies,
+ * and is freed. */
+static void
+front_done(struct store *st, int64_t id, enum job_state want)
+{
+    struct job *g = NULL;
+    char why[256] = "";
+    assert_int_equal(store_get(st, admin, id, &g), 0);
+    assert_int_equal(g->state, want);
+    job_free(g);
+    if (store_verify(st, why, sizeof(why)) != 0)
+        fail_msg("verify: %s", why);
+    store_free(st);
+}
+
 static void
 test_front_on_a_url(void **state)
 {
@@ -676,12 +691,7 @@ test_front_on_a_url(void **state)
     job_free(j[0]);
     assert_int_equal(store_complete(st, &c), 0);
     assert_int_equal(store_complete(st, &c), -ESTALE);
-    struct job *g = NULL;
-    assert_int_equal(store_get(st, admin, id, &g), 0);
-    assert_int_equal(g->state, JOB_SUCCEEDED);
-    job_free(g);
-    assert_int_equal(store_verify(st, why, sizeof(why)), 0);
-    store_free(st);
+    front_done(st, id, JOB_SUCCEEDED);
 }
 
 struct stuck_cancel {
@@ -750,12 +760,7 @@ test_front_claims_beside_a_stuck_write(void **state)
     PQfinish(locker);
     pthread_join(t, NULL);
     assert_int_equal(c.rc, 0);
-    struct job *g = NULL;
-    assert_int_equal(store_get(st, admin, held_id, &g), 0);
-    assert_int_equal(g->state, JOB_CANCELED);
-    job_free(g);
-    assert_int_equal(store_verify(st, why, sizeof(why)), 0);
-    store_free(st);
+    front_done(st, held_id, JOB_CANCELED);
 }
 
 int
