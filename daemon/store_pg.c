@@ -102,8 +102,11 @@ enum stmt_id {
  * so the planner can use them. */
 static const char *const stmt_sql[S_NSTMTS] = {
     /* Held until COMMIT: a node taking this one's jobs over locks the row
-     * FOR UPDATE first, so it waits for this claim and then sees it. */
-    [S_LEASE_CHECK] = "SELECT 1 FROM jobq.nodes WHERE id = $1 FOR KEY SHARE",
+     * FOR UPDATE first, so it waits for this claim and then sees it. With
+     * the schema's version: a node of an older jobqd must not start jobs
+     * the way its schema did once a newer node has migrated. */
+    [S_LEASE_CHECK] = "SELECT (SELECT max(version) FROM jobq.schema_version) FROM jobq.nodes "
+                      "WHERE id = $1 FOR KEY SHARE",
     [S_INSERT] =
         "INSERT INTO jobq.jobs (id, queue, name, priority, command, env, cwd, unique_key, "
         "max_attempts, backoff_base_ms, backoff_max_ms, timeout_ms, deadline, run_at, uid, gid, "
@@ -1378,7 +1381,7 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
     struct row_id *rows_by_id = NULL;
     PGresult *r = NULL;
     int ncand = 0, nq = 0, nstart = 0, nexp = 0, got = 0, rc;
-    int64_t rows;
+    int64_t rows, version;
 
     *n = 0;
     if (nexpired != NULL)
@@ -1392,10 +1395,13 @@ claim(struct store_conn *c, int64_t now, int max, const char *boot_id, struct jo
         if ((rc = run(c, S_LEASE_CHECK, p.v, &r)) < 0)
             return rc;
         rows = PQntuples(r);
+        version = rows == 1 ? v64(r, 0, 0) : 0;
         PQclear(r);
         r = NULL;
-        if (rows != 1) {
-            /* Taken over by another node: nothing may start here now. */
+        if (rows != 1 || version > pg_schema_version()) {
+            /* Taken over by another node, or a newer jobqd migrated the
+             * schema (a restart then refuses it, naming both versions):
+             * nothing may start here now. */
             pg_node_set_lost(c->node);
             return -EIO;
         }

@@ -182,11 +182,22 @@ renew(struct pg_node *n)
     PGresult *r;
 
     snprintf(id, sizeof(id), "%" PRId64, n->id);
-    if (q(n, "UPDATE jobq.nodes SET heartbeat_at = now() WHERE id = $1", 1, v, &r) == 0) {
-        bool mine = strcmp(PQcmdTuples(r), "1") == 0;
+    if (q(n,
+          "UPDATE jobq.nodes SET heartbeat_at = now() WHERE id = $1 RETURNING (SELECT "
+          "max(version) FROM jobq.schema_version)",
+          1, v, &r) == 0) {
+        bool mine = PQntuples(r) == 1;
+        long long version = mine ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
         PQclear(r);
         if (!mine) {
             pg_node_set_lost(n); /* taken over: it thought this node dead */
+            return;
+        }
+        if (version > pg_schema_version()) {
+            /* A newer jobqd migrated the schema: this node's writes would
+             * follow the old one. It stops as if its lease were lost; a
+             * restart of this jobqd is refused with both versions named. */
+            pg_node_set_lost(n);
             return;
         }
         n->last_ok_ns = t0;

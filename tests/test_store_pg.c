@@ -615,6 +615,40 @@ test_lost_lease_stops_the_node(void **state)
     node_close(&a);
 }
 
+/* A newer jobqd migrated the schema under running nodes: a claim of an
+ * older one fails at once, and its heartbeat finds it too; either way it
+ * stops as if its lease were lost, and opening again is refused. */
+static void
+test_newer_schema_stops_older_nodes(void **state)
+{
+    struct node a, b;
+    struct job *j[2];
+    struct store_conn *c = NULL;
+    char why[256] = "";
+    int k = -1;
+    node_open(&a, "a", 600000); /* no heartbeat during the test */
+    node_open(&b, "b", 500);
+    struct job_spec sp = spec_q("q", 0);
+    submit(&a, &sp);
+    sql("INSERT INTO jobq.schema_version (version) VALUES (99)");
+
+    txn(&a, STORE_BEGIN);
+    assert_int_equal(ops->claim(a.c, T0, 1, "boot-1", j, &k, NULL, NULL), -EIO);
+    txn(&a, STORE_ROLLBACK);
+    assert_int_equal(k, 0);
+    assert_int_equal(atomic_load(&a.seen.lost), 1);
+
+    WAIT_FOR(atomic_load(&b.seen.lost) > 0, 3000);
+    assert_int_equal(atomic_load(&b.seen.lost), 1);
+    assert_int_equal(ops->txn(b.c, STORE_BEGIN), -EIO);
+
+    struct store_opts o = {.path = url};
+    assert_int_not_equal(ops->open(&o, STORE_WRITER, &c, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "newer"));
+    node_close(&a);
+    node_close(&b);
+}
+
 static void
 test_restart_recovers_its_own_previous_run_only(void **state)
 {
@@ -779,6 +813,7 @@ main(void)
         cmocka_unit_test_setup(test_sql_submit_exists_only_if_the_transaction_commits, setup),
         cmocka_unit_test_setup(test_expired_lease_is_taken_over_and_late_completion_refused, setup),
         cmocka_unit_test_setup(test_lost_lease_stops_the_node, setup),
+        cmocka_unit_test_setup(test_newer_schema_stops_older_nodes, setup),
         cmocka_unit_test_setup(test_restart_recovers_its_own_previous_run_only, setup),
         cmocka_unit_test_setup(test_front_on_a_url, setup),
         cmocka_unit_test_setup(test_front_claims_beside_a_stuck_write, setup),
