@@ -96,7 +96,8 @@ enum stmt_id {
 #define BRIEF_COLS                                                                                 \
     "j.id, j.state, j.attempt, j.interrupted, j.uid, j.deadline, j.backoff_base_ms, "              \
     "j.backoff_max_ms, j.max_attempts, j.run_at, j.queue, "                                        \
-    "coalesce((SELECT q.max_running FROM jobq.queues q WHERE q.name = j.queue), 0), j.ctid"
+    "coalesce((SELECT q.max_running FROM jobq.queues q WHERE q.name = j.queue), 0), j.ctid, "      \
+    "j.run_started <> 0"
 
 /* Partial-index conditions are repeated word for word (store_pg_schema.c)
  * so the planner can use them. */
@@ -1519,6 +1520,7 @@ struct brief {
     int64_t deadline, backoff_base_ms, backoff_max_ms, run_at;
     char queue[JOBQ_NAME_MAX_BYTES + 1];
     char tid[32]; /* the locked row's ctid: S_JOB_FINISH's key */
+    bool open;    /* it has an open attempt (run_started) */
 };
 
 static void
@@ -1537,6 +1539,7 @@ brief_read(const PGresult *r, int i, struct brief *b)
     snprintf(b->queue, sizeof(b->queue), "%s", PQgetvalue(r, i, 10));
     b->limit = v32(r, i, 11);
     snprintf(b->tid, sizeof(b->tid), "%s", PQgetvalue(r, i, 12));
+    b->open = vbool(r, i, 13);
 }
 
 /* Locks the jobs ids[0..n) and reads their briefs, by id. Returns owned
@@ -1723,8 +1726,9 @@ pg_complete(struct store_conn *c, const struct store_completion *done, size_t n,
             rcs[i] = -EINVAL;
             continue;
         }
-        /* The fence: only the job's open attempt may end. */
-        if (j == NULL || j->attempt != d->attempt ||
+        /* The fence: only the job's open attempt may end (not one a
+         * take-over already ended, though the job was canceled since). */
+        if (j == NULL || j->attempt != d->attempt || !j->open ||
             (j->state != JOB_RUNNING && j->state != JOB_CANCELED) || j->attempt < 0) {
             rcs[i] = -ESTALE;
             continue;

@@ -582,22 +582,39 @@ test_expired_lease_is_taken_over_and_late_completion_refused(void **state)
     struct job *j[2];
     node_open(&a, "a", 300);
     struct job_spec sp = spec_q("q", 0);
-    int64_t id = submit(&a, &sp);
-    assert_int_equal(claim(&a, T0, 2, j), 1);
+    int64_t id = submit(&a, &sp), canceled = submit(&a, &sp);
+    assert_int_equal(claim(&a, T0, 2, j), 2);
     job_free(j[0]);
-    /* a stops renewing, its attempt still open: its lease stays, expires. */
+    job_free(j[1]);
+    /* One is canceled while it runs: its attempt stays open until a says
+     * the process is gone, which a never does. */
+    bool was_running = false;
+    txn(&a, STORE_BEGIN);
+    assert_int_equal(ops->cancel(a.c, admin, canceled, T0 + 1, &was_running, NULL), 0);
+    txn(&a, STORE_COMMIT);
+    assert_true(was_running);
+    /* a stops renewing, its attempts still open: its lease stays, expires. */
     ops->close(a.c);
     assert_int_equal(sql_int("SELECT count(*) FROM jobq.nodes WHERE name = 'a'"), 1);
     node_open(&b, "b", 300);
     WAIT_FOR(sql_int("SELECT count(*) FROM jobq.nodes WHERE name = 'a'") == 0, 5000);
-    assert_int_equal(atomic_load(&b.seen.reaped), 1);
+    assert_int_equal(atomic_load(&b.seen.reaped), 2);
     struct job *g = get(&b, id);
     assert_int_equal(g->state, JOB_RETRYING);
     assert_int_equal(g->attempts[0].outcome, OUTCOME_INTERRUPTED);
     assert_int_equal(g->interrupted, 1);
     job_free(g);
-    /* The presumed dead node's completion comes too late. */
+    g = get(&b, canceled);
+    assert_int_equal(g->state, JOB_CANCELED);
+    assert_int_equal(g->attempts[0].outcome, OUTCOME_INTERRUPTED);
+    job_free(g);
+    /* The presumed dead node's completions come too late, also that of the
+     * canceled job, whose attempt the take-over ended. */
     assert_int_equal(complete(&b, id, 1, JOB_SUCCEEDED), -ESTALE);
+    assert_int_equal(complete(&b, canceled, 1, JOB_SUCCEEDED), -ESTALE);
+    g = get(&b, canceled);
+    assert_int_equal(g->attempts[0].outcome, OUTCOME_INTERRUPTED);
+    job_free(g);
     verify(&b);
     node_close(&b);
 }
