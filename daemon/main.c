@@ -74,7 +74,7 @@ rt_log(void *arg, enum rt_log_level level, const char *msg)
 }
 
 /* The store failed a ready job whose deadline passed before it could
- * start: its waiters must hear of it. Runs on the store's writer thread. */
+ * start: its waiters must hear of it. Runs on the thread that claimed. */
 static void
 on_expired(void *arg, int64_t id)
 {

@@ -1,6 +1,8 @@
 /*
  * store — the front the daemon calls. It owns one writer thread with the
- * only write connection, and a small pool of read connections. A write
+ * write connection (and, when the backend takes concurrent writers, a
+ * second one that runs claims alone: struct writer), and a small pool of
+ * read connections. A write
  * call becomes a request on the writer's queue and its caller parks on a
  * wait group; the writer takes everything pending, runs it in one
  * transaction with a savepoint per request (one request's failure undoes

@@ -1,6 +1,7 @@
 /*
  * store — durable job state. One writer thread owns the write connection and
- * commits all pending writes in one transaction (group commit); callers
+ * commits all pending writes in one transaction (group commit; with
+ * PostgreSQL a second writer does the same for claims alone); callers
  * resume only after their write is on disk, so an id handed to a client
  * survives kill -9 and power loss. Readers use their own connections, off
  * the scheduler threads (the runtime's blocking pool). The database itself
@@ -107,7 +108,7 @@ struct store_opts {
     int64_t max_queued;
     /* Seed of the jitter generator used by recovery; 0: from the clock. */
     uint64_t seed;
-    /* Called once, on the writer thread, when a sync of the database has
+    /* Called once, on a writer thread, when a sync of the database has
      * failed and the store has stopped writing (see the top of this file);
      * err is the error of the failed request. Must not block. NULL: none. */
     void (*on_fatal)(void *arg, int err);
@@ -115,16 +116,16 @@ struct store_opts {
     /*
      * Failure injection, consulted at each point: return 0 to proceed, or
      * -ENOSPC / -EIO to make that step fail as the disk would. Called on
-     * the writer thread. NULL in the product.
+     * a writer thread. NULL in the product.
      */
     int (*fault)(void *arg, enum store_fault_point point);
     void *fault_arg;
-    /* Called on the writer thread after each successful group commit with
+    /* Called on a writer thread after each successful group commit with
      * how long COMMIT took and how many requests the group carried (the
      * daemon feeds its histograms with it). Must not block. NULL: none. */
     void (*on_commit)(void *arg, int64_t commit_ns, int64_t requests);
     void *on_commit_arg;
-    /* Called on the writer thread, after the commit, for each job a claim
+    /* Called on the claiming thread, after the commit, for each job a claim
      * failed because its deadline passed before it could start: nobody
      * else learns of that change (the daemon wakes its waiters). NULL:
      * none. */
