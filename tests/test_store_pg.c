@@ -212,6 +212,17 @@ complete(struct node *n, int64_t id, int32_t attempt, enum job_state next)
     return rc;
 }
 
+/* Cancels job id through n, in its own transaction; it was running. */
+static void
+cancel_running(struct node *n, int64_t id)
+{
+    bool running = false;
+    txn(n, STORE_BEGIN);
+    assert_int_equal(ops->cancel(n->c, admin, id, T0 + 1, &running, NULL), 0);
+    txn(n, STORE_COMMIT);
+    assert_true(running);
+}
+
 static struct job *
 get(struct node *n, int64_t id)
 {
@@ -537,11 +548,7 @@ test_notifications_reach_the_other_node(void **state)
     assert_true(atomic_load(&b.seen.wake) > 0);
     assert_int_equal(claim(&a, T0, 1, j), 1);
     job_free(j[0]);
-    bool running = false;
-    txn(&b, STORE_BEGIN);
-    assert_int_equal(ops->cancel(b.c, admin, id, T0 + 1, &running, NULL), 0);
-    txn(&b, STORE_COMMIT);
-    assert_true(running);
+    cancel_running(&b, id);
     /* The node that runs it hears of the cancel, and of the change. */
     WAIT_FOR(atomic_load(&a.seen.canceled) == id, 3000);
     assert_int_equal(atomic_load(&a.seen.canceled), id);
@@ -588,11 +595,7 @@ test_expired_lease_is_taken_over_and_late_completion_refused(void **state)
     job_free(j[1]);
     /* One is canceled while it runs: its attempt stays open until a says
      * the process is gone, which a never does. */
-    bool was_running = false;
-    txn(&a, STORE_BEGIN);
-    assert_int_equal(ops->cancel(a.c, admin, canceled, T0 + 1, &was_running, NULL), 0);
-    txn(&a, STORE_COMMIT);
-    assert_true(was_running);
+    cancel_running(&a, canceled);
     /* a stops renewing, its attempts still open: its lease stays, expires. */
     ops->close(a.c);
     assert_int_equal(sql_int("SELECT count(*) FROM jobq.nodes WHERE name = 'a'"), 1);
