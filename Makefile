@@ -241,12 +241,14 @@ fuzz: deps
 # LD_LIBRARY_PATH: the loader under -L is the cross toolchain's, and the
 # libc that libcmocka0:arm64 pulls into /lib/aarch64-linux-gnu is another
 # build of it: mixed, they hang in the first pthread_create.
+# JOBQ_EMULATED: tests that limit the process's address space skip, since
+# the limit would bind qemu's own allocations.
 test-aarch64:
 	@scripts/deps.sh aarch64
 	@$(MAKE) --no-print-directory BUILD=build/aarch64 ARCH=aarch64 CC=aarch64-linux-gnu-gcc \
 		PKG_CONFIG="scripts/pkg-config-aarch64.sh" PKGS=libevent_core build/aarch64/tests/test_runtime
 	qemu-aarch64-static -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib \
-		build/aarch64/tests/test_runtime
+		-E JOBQ_EMULATED=qemu-user build/aarch64/tests/test_runtime
 
 bench: bench-runtime bench-store bench-e2e bench-peers bench-postgres
 

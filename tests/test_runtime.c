@@ -30,6 +30,7 @@
 
 #include "check.h"
 
+#include "jobq/limits.h"
 #include "jobq/runtime.h"
 
 static inline bool
@@ -118,6 +119,108 @@ test_spawn_100k_and_join(void **state)
     rt_stats(s.rt, &st);
     assert_true(st.spawned >= 100001);
     done(s.rt);
+}
+
+/* Spawns coroutines that stay parked until spawning fails; then the
+ * runtime must still work. Runs in a child whose address space is capped. */
+struct exhaust {
+    struct rt *rt;
+    struct chan *hold;
+    struct wg *wg;
+    long spawned;
+    int rc, after;
+};
+
+static void
+exhaust_hog(void *p)
+{
+    struct exhaust *e = p;
+    chan_recv(e->hold, NULL, NULL, RT_FOREVER);
+    wg_done(e->wg);
+}
+
+static void
+exhaust_main(void *p)
+{
+    struct exhaust *e = p;
+    struct counter c = {0};
+
+    for (;;) {
+        wg_add(e->wg, 1);
+        if ((e->rc = coro_spawn(e->rt, "hog", exhaust_hog, e)) < 0) {
+            wg_done(e->wg);
+            break;
+        }
+        e->spawned++;
+    }
+    chan_close(e->hold);
+    wg_wait(e->wg, NULL, RT_FOREVER);
+    /* The stacks are free again: spawning works. */
+    if (wg_new(&c.wg) == 0) {
+        wg_add(c.wg, 1);
+        e->after = coro_spawn(e->rt, "incr", incr, &c);
+        if (e->after == 0)
+            wg_wait(c.wg, NULL, RT_FOREVER);
+        wg_free(c.wg);
+    }
+}
+
+static long
+vm_size_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmSize: %ld kB", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib * 1024;
+}
+
+static void
+test_spawn_returns_enomem_when_memory_runs_out(void **state)
+{
+    pid_t pid;
+    int status;
+
+    if (getenv("JOBQ_SANITIZER") != NULL || getenv("JOBQ_EMULATED") != NULL) {
+        /* The sanitizers reserve terabytes of shadow, and under qemu-user
+         * the limit binds the emulator's own allocations. */
+        skip();
+    }
+    fflush(NULL);
+    assert_true((pid = fork()) >= 0);
+    if (pid == 0) {
+        struct exhaust e = {0};
+        struct rt_opts o = {.threads = 2, .log = capture_log};
+        struct rlimit rl;
+        int leaks;
+
+        if (rt_new(&o, &e.rt) != 0 || chan_new(1, 0, &e.hold) != 0 || wg_new(&e.wg) != 0)
+            _exit(10);
+        /* Room for a few thousand stacks beyond what is mapped now. */
+        rl.rlim_cur = rl.rlim_max = (rlim_t)vm_size_bytes() + 256 * 1024 * 1024;
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(11);
+        if (rt_run(e.rt, "main", exhaust_main, &e) != 0)
+            _exit(12);
+        leaks = rt_free(e.rt);
+        fprintf(stderr, "spawned %ld, then %d; after: %d; leaks %d\n", e.spawned, e.rc, e.after,
+                leaks);
+        /* Most of the room went to stacks: a spawner near the limit maps
+         * what is left slab by slab. */
+        _exit(e.rc == -ENOMEM &&
+                      e.spawned >=
+                          3 * (256L << 20) / 4 / (JOBQ_CORO_STACK_BYTES + JOBQ_CORO_GUARD_BYTES) &&
+                      e.after == 0 && leaks == 0
+                  ? 0
+                  : 13);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void
@@ -1876,6 +1979,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spawn_100k_and_join),
         cmocka_unit_test(test_spawn_rejects_bad_arguments),
+        cmocka_unit_test(test_spawn_returns_enomem_when_memory_runs_out),
         cmocka_unit_test(test_yield_alternates_on_one_thread),
         cmocka_unit_test(test_fp_control_words_stay_with_their_coroutine),
         cmocka_unit_test(test_spawn_on_pins_thread_and_names),

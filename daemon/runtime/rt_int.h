@@ -318,6 +318,9 @@ void timer_cancel(struct sched *s, struct timer *t);
 uint64_t rt_rand(void);
 int coro_spawn_pool(struct rt *rt, int thread, const char *name, void (*fn)(void *), void *arg,
                     struct coro_pool *pool);
+/* Wakes one sleeping scheduler thread other than self, if any: there is
+ * work that any idle thread may do (stack_prepare). */
+void sched_wake_idle(struct rt *rt, struct sched *self);
 
 /* ---- hot paths, inline ----------------------------------------------- */
 
@@ -425,6 +428,9 @@ int stack_pool_new(struct rt *rt, struct stack_pool **out);
 void stack_pool_free(struct stack_pool *p);
 struct coro *stack_get_slow(struct rt *rt, struct sched *s);
 void stack_put_slow(struct rt *rt, struct sched *s);
+/* A spawner asked for free stacks to be prepared (stack_prepare). */
+bool stack_prepare_wanted(struct rt *rt);
+bool stack_prepare(struct rt *rt);
 #if defined(JOBQ_ASAN)
 void stack_unpoison(struct coro *c);
 #else

@@ -164,6 +164,18 @@ notify(struct sched *s)
     }
 }
 
+void
+sched_wake_idle(struct rt *rt, struct sched *self)
+{
+    for (int i = 1; i < rt->nthreads; i++) {
+        struct sched *t = &rt->threads[(self->index + i) % rt->nthreads];
+        if (atomic_load(&t->sleeping)) {
+            notify(t);
+            return;
+        }
+    }
+}
+
 /* Pushes the chain head..tail (linked by rnext, newest first, as single
  * pushes would have left it) onto s's remote queue in one CAS. */
 static void
@@ -470,21 +482,46 @@ timer_cancel(struct sched *s, struct timer *t)
         heap_compact(s);
 }
 
+/* Due timers fired per batch (see timers_run). */
+#define TIMER_BATCH 16
+
 static void
 timers_run(struct sched *s, int64_t now)
 {
     struct coro *queued = s->rq_tail; /* the last one queued before */
+    struct timer_rec *batch[TIMER_BATCH];
 
+    /* Each timer lives in its parked coroutine's stack, and so does the
+     * coroutine it wakes: with many coroutines that is a TLB and a cache
+     * miss apiece. Popped a batch at a time and prefetched in stages
+     * (the record, the timer, the coroutine), the misses of a batch
+     * overlap instead of following one another. Nothing can cancel a
+     * popped timer meanwhile: only this thread's coroutines do, and none
+     * runs until the batch is fired. */
     while (s->nheap > 0 && s->heap[0].when <= now) {
-        struct timer_rec *rec = heap_pop(s);
-        struct timer *t = rec->t;
-        if (t != NULL) {
-            t->rec = NULL;
-            waiter_fire(t->w, t->status, -1);
-        } else {
-            s->nstale--;
+        int n = 0;
+        while (n < TIMER_BATCH && s->nheap > 0 && s->heap[0].when <= now) {
+            batch[n] = heap_pop(s);
+            __builtin_prefetch(batch[n], 1);
+            n++;
         }
-        rec_put(s, rec);
+        for (int i = 0; i < n; i++)
+            if (batch[i]->t != NULL)
+                __builtin_prefetch(batch[i]->t, 1);
+        for (int i = 0; i < n; i++)
+            if (batch[i]->t != NULL && batch[i]->t->w->co != NULL)
+                __builtin_prefetch(batch[i]->t->w->co, 1);
+        for (int i = 0; i < n; i++) {
+            struct timer_rec *rec = batch[i];
+            struct timer *t = rec->t;
+            if (t != NULL) {
+                t->rec = NULL;
+                waiter_fire(t->w, t->status, -1);
+            } else {
+                s->nstale--;
+            }
+            rec_put(s, rec);
+        }
     }
     heap_trim(s);
     /* The coroutines whose time came run before those already queued, in
@@ -1186,7 +1223,7 @@ spin_for_work(struct sched *s)
             int64_t now = s->now = rt_now_ns();
             if (start == 0)
                 start = now;
-            if (s->nheap > 0 && s->heap[0].when <= now) {
+            if ((s->nheap > 0 && s->heap[0].when <= now) || stack_prepare_wanted(s->rt)) {
                 work = true;
                 break;
             }
@@ -1216,7 +1253,10 @@ static void
 sleep_in_base(struct sched *s)
 {
     atomic_store(&s->sleeping, 1);
-    if (atomic_load(&s->remote) != NULL || atomic_load_explicit(&s->exit, memory_order_relaxed)) {
+    /* A spawner that asks for stacks after this store sees us asleep and
+     * wakes us; one that asked before is seen here. */
+    if (atomic_load(&s->remote) != NULL || atomic_load_explicit(&s->exit, memory_order_relaxed) ||
+        stack_prepare_wanted(s->rt)) {
         atomic_store(&s->sleeping, 0);
         return;
     }
@@ -1295,6 +1335,8 @@ sched_main(void *arg)
             switch_to(s, NULL, c);
             continue;
         }
+        if (stack_prepare(s->rt))
+            continue;
         if ((spun = spin_for_work(s)))
             continue;
         sleep_in_base(s);

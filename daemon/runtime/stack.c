@@ -68,6 +68,12 @@
 #define MAP_RESERVE 8192
 /* Stacks released to the kernel per process_madvise call. */
 #define RELEASE_BATCH JOBQ_CORO_STACKS_PER_SLAB
+/* Slabs are carved from regions of address space mapped at once, each
+ * twice the last up to this many slabs (64 x 64 stacks of 68 KiB: 272 MiB,
+ * address space only). An mmap takes the process's memory map lock for
+ * writing, which stalls every populate and page fault meanwhile: a
+ * million coroutines cost ~250 of them instead of ~16,000. */
+#define REGION_SLABS_MAX 64
 
 enum guard_mode { GUARD_MADVISE, GUARD_MPROTECT };
 
@@ -95,9 +101,18 @@ struct stack_pool {
     size_t ncold;
     struct slab *slabs;
     size_t nslabs, slabs_cap;
+    struct slab *regions; /* what stack_pool_free unmaps */
+    size_t nregions, regions_cap;
+    char *region_next; /* the next slab of the newest region */
+    size_t region_left, region_slabs;
     atomic_long in_use;
     atomic_long guarded;
     atomic_long canary_only;
+    /* Set by a spawner that found the resident free stacks running low
+     * in a burst, cleared by the idle thread that prepares more (see
+     * stack_prepare). On a line of its own: idle threads read it while
+     * they spin. */
+    _Alignas(64) atomic_bool prepare;
 };
 
 static long
@@ -321,9 +336,10 @@ stack_thread_fini(struct sched *s)
 int
 stack_pool_new(struct rt *rt, struct stack_pool **out)
 {
-    struct stack_pool *p = calloc(1, sizeof(*p));
+    struct stack_pool *p = aligned_alloc(64, (sizeof(*p) + 63) & ~(size_t)63);
     if (p == NULL)
         return -ENOMEM;
+    memset(p, 0, sizeof(*p));
     pthread_mutex_init(&p->lock, NULL);
     p->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0); /* always close-on-exec */
     atomic_init(&p->batch, p->pidfd >= 0);
@@ -366,18 +382,88 @@ shell_init(struct stack_pool *p, char *slot, bool guarded)
     return c;
 }
 
+/* Lock held: room for one more region in p->regions. */
+static bool
+regions_room(struct stack_pool *p)
+{
+    if (p->nregions == p->regions_cap) {
+        size_t cap = p->regions_cap ? p->regions_cap * 2 : 16;
+        struct slab *r = realloc(p->regions, cap * sizeof(*r));
+        if (r == NULL)
+            return false;
+        p->regions = r;
+        p->regions_cap = cap;
+    }
+    return true;
+}
+
+/* Takes the address space of a new slab of len bytes, and registers it
+ * (with room for its stacks in the free arrays, so giving them back never
+ * fails). NULL: out of memory or address space. */
+static char *
+slab_reserve(struct stack_pool *p, size_t len)
+{
+    char *base = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->nslabs == p->slabs_cap) {
+        size_t cap = p->slabs_cap ? p->slabs_cap * 2 : 64, n = JOBQ_CORO_STACKS_PER_SLAB;
+        struct slab *sl = realloc(p->slabs, cap * sizeof(*sl));
+        uintptr_t *cold = sl ? realloc(p->cold, cap * n * sizeof(*cold)) : NULL;
+        struct coro **hot = cold ? realloc(p->hot, cap * n * sizeof(*hot)) : NULL;
+        if (sl != NULL)
+            p->slabs = sl;
+        if (cold != NULL)
+            p->cold = cold;
+        if (hot == NULL)
+            goto out;
+        p->hot = hot;
+        p->slabs_cap = cap;
+    }
+    if (p->region_left == 0) {
+        /* Under the lock: another spawner would otherwise map a region
+         * of its own at the same moment. */
+        size_t slabs = p->region_slabs ? p->region_slabs * 2 : 1;
+        char *r;
+        if (slabs > REGION_SLABS_MAX)
+            slabs = REGION_SLABS_MAX;
+        if (!regions_room(p))
+            goto out;
+        for (;;) {
+            r = mmap(NULL, slabs * len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+            if (r != MAP_FAILED)
+                break;
+            /* Near a limit (RLIMIT_AS, the map count): what is left goes
+             * slab by slab. */
+            if (slabs == 1)
+                goto out;
+            slabs = 1;
+        }
+        p->regions[p->nregions++] = (struct slab){r, slabs * len};
+        p->region_next = r;
+        p->region_left = p->region_slabs = slabs;
+    }
+    base = p->region_next;
+    p->region_next += len;
+    p->region_left--;
+    p->slabs[p->nslabs++] = (struct slab){base, len};
+out:
+    pthread_mutex_unlock(&p->lock);
+    return base;
+}
+
 /* Maps a slab and puts its JOBQ_CORO_STACKS_PER_SLAB stacks in out[].
  * Returns their number (0: out of memory). */
 static size_t
 slab_map(struct stack_pool *p, struct coro **out)
 {
     size_t n = JOBQ_CORO_STACKS_PER_SLAB, len = n * p->slot, guarded = 0;
-    char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     struct iovec iov[JOBQ_CORO_STACKS_PER_SLAB];
     bool g[JOBQ_CORO_STACKS_PER_SLAB];
+    char *base;
 
-    if (base == MAP_FAILED)
+    if ((base = slab_reserve(p, len)) == NULL)
         return 0;
     for (size_t i = 0; i < n; i++) {
         iov[i] = (struct iovec){base + i * p->slot, p->guard};
@@ -398,24 +484,6 @@ slab_map(struct stack_pool *p, struct coro **out)
         iov[i] = (struct iovec){base + (i + 1) * p->slot - p->page, p->page};
     advise_batch(p, iov, n, MADV_POPULATE_WRITE);
     pthread_mutex_lock(&p->lock);
-    if (p->nslabs == p->slabs_cap) {
-        size_t cap = p->slabs_cap ? p->slabs_cap * 2 : 64;
-        struct slab *sl = realloc(p->slabs, cap * sizeof(*sl));
-        uintptr_t *cold = sl ? realloc(p->cold, cap * n * sizeof(*cold)) : NULL;
-        struct coro **hot = cold ? realloc(p->hot, cap * n * sizeof(*hot)) : NULL;
-        if (sl != NULL)
-            p->slabs = sl;
-        if (cold != NULL)
-            p->cold = cold;
-        if (hot == NULL) {
-            pthread_mutex_unlock(&p->lock);
-            munmap(base, len);
-            return 0;
-        }
-        p->hot = hot;
-        p->slabs_cap = cap;
-    }
-    p->slabs[p->nslabs++] = (struct slab){base, len};
     for (size_t i = 0; i < n; i++) {
         if (p->mode == GUARD_MPROTECT && p->mprotect_budget > 0 &&
             mprotect(base + i * p->slot, p->guard, PROT_NONE) == 0) {
@@ -432,13 +500,31 @@ slab_map(struct stack_pool *p, struct coro **out)
     return n;
 }
 
+/* Makes the n released stacks of cold[] usable again into out[]: their
+ * top pages faulted in together, their shells rebuilt. */
+#define REVIVE_MAX                                                                                 \
+    (JOBQ_CORO_CACHE_STACKS > JOBQ_CORO_STACKS_PER_SLAB ? JOBQ_CORO_CACHE_STACKS                   \
+                                                        : JOBQ_CORO_STACKS_PER_SLAB)
+
+static void
+cold_revive(struct stack_pool *p, const uintptr_t *cold, size_t n, struct coro **out)
+{
+    struct iovec iov[REVIVE_MAX];
+
+    for (size_t i = 0; i < n; i++)
+        iov[i] = (struct iovec){(char *)(cold[i] & ~(uintptr_t)1) + p->slot - p->page, p->page};
+    advise_batch(p, iov, n, MADV_POPULATE_WRITE);
+    for (size_t i = 0; i < n; i++)
+        out[i] = shell_init(p, (char *)(cold[i] & ~(uintptr_t)1), cold[i] & 1);
+}
+
 /* Takes up to want stacks from the shared pool into out[]: resident ones
- * first, then released ones, whose top pages are faulted in together. */
+ * first, then released ones. *low tells whether a burst of spawns is
+ * draining the resident ones (see JOBQ_CORO_PREPARE_STACKS). */
 static size_t
-pool_take(struct stack_pool *p, struct coro **out, size_t want)
+pool_take(struct stack_pool *p, struct coro **out, size_t want, bool *low)
 {
     uintptr_t cold[JOBQ_CORO_CACHE_STACKS];
-    struct iovec iov[JOBQ_CORO_CACHE_STACKS];
     size_t got = 0, ncold = 0;
 
     pthread_mutex_lock(&p->lock);
@@ -446,13 +532,61 @@ pool_take(struct stack_pool *p, struct coro **out, size_t want)
         out[got++] = p->hot[--p->nhot];
     while (got + ncold < want && ncold < JOBQ_CORO_CACHE_STACKS && p->ncold > 0)
         cold[ncold++] = p->cold[--p->ncold];
+    *low = p->nhot < JOBQ_CORO_PREPARE_STACKS / 2 &&
+           p->nslabs * JOBQ_CORO_STACKS_PER_SLAB >= JOBQ_CORO_PREPARE_AFTER_STACKS;
     pthread_mutex_unlock(&p->lock);
-    for (size_t i = 0; i < ncold; i++)
-        iov[i] = (struct iovec){(char *)(cold[i] & ~(uintptr_t)1) + p->slot - p->page, p->page};
-    advise_batch(p, iov, ncold, MADV_POPULATE_WRITE);
-    for (size_t i = 0; i < ncold; i++)
-        out[got++] = shell_init(p, (char *)(cold[i] & ~(uintptr_t)1), cold[i] & 1);
-    return got;
+    cold_revive(p, cold, ncold, out + got);
+    return got + ncold;
+}
+
+bool
+stack_prepare_wanted(struct rt *rt)
+{
+    return atomic_load_explicit(&rt->stacks->prepare, memory_order_relaxed);
+}
+
+/*
+ * Run by a scheduler thread with nothing else to do: if a spawner asked,
+ * makes one batch of free stacks resident (released ones first, else a new
+ * slab) and puts it in the shared pool, where the spawner's next take
+ * finds it without a syscall. Asks again for itself until the pool holds
+ * JOBQ_CORO_PREPARE_STACKS, one batch per pass, so the thread looks at its
+ * own queues between batches. Returns whether it did anything.
+ */
+bool
+stack_prepare(struct rt *rt)
+{
+    struct stack_pool *p = rt->stacks;
+    struct coro *batch[JOBQ_CORO_STACKS_PER_SLAB];
+    uintptr_t cold[JOBQ_CORO_STACKS_PER_SLAB];
+    size_t n = 0, ncold = 0;
+    bool more;
+
+    if (!atomic_load_explicit(&p->prepare, memory_order_relaxed) ||
+        !atomic_exchange(&p->prepare, false))
+        return false;
+    pthread_mutex_lock(&p->lock);
+    if (p->nhot >= JOBQ_CORO_PREPARE_STACKS) {
+        pthread_mutex_unlock(&p->lock);
+        return false;
+    }
+    while (ncold < JOBQ_CORO_STACKS_PER_SLAB && p->ncold > 0)
+        cold[ncold++] = p->cold[--p->ncold];
+    pthread_mutex_unlock(&p->lock);
+    if (ncold > 0) {
+        cold_revive(p, cold, ncold, batch);
+        n = ncold;
+    } else if ((n = slab_map(p, batch)) == 0) {
+        return true; /* out of memory: the spawners will meet it and say so */
+    }
+    pthread_mutex_lock(&p->lock);
+    memcpy(p->hot + p->nhot, batch, n * sizeof(*batch));
+    p->nhot += n;
+    more = p->nhot < JOBQ_CORO_PREPARE_STACKS;
+    pthread_mutex_unlock(&p->lock);
+    if (more)
+        atomic_store(&p->prepare, true);
+    return true;
 }
 
 /* Free stacks the shared pool keeps resident: JOBQ_CORO_POOL_KEEP, or a
@@ -530,10 +664,14 @@ stack_get_slow(struct rt *rt, struct sched *s)
     struct stack_pool *p = rt->stacks;
     struct coro *one[JOBQ_CORO_STACKS_PER_SLAB], **dst = s != NULL ? s->cache : one;
     size_t got;
+    bool low;
 
-    if ((got = pool_take(p, dst, s != NULL ? JOBQ_CORO_CACHE_STACKS : 1)) == 0 &&
+    if ((got = pool_take(p, dst, s != NULL ? JOBQ_CORO_CACHE_STACKS : 1, &low)) == 0 &&
         (got = slab_map(p, dst)) == 0)
         return NULL;
+    if (s != NULL && low && !atomic_load_explicit(&p->prepare, memory_order_relaxed) &&
+        !atomic_exchange(&p->prepare, true))
+        sched_wake_idle(rt, s);
     if (s != NULL) {
         s->ncache = got - 1;
         own_add(&s->st.stacks_in_use, 1);
@@ -628,8 +766,9 @@ stack_pool_free(struct stack_pool *p)
 {
     if (p == NULL)
         return;
-    for (size_t i = 0; i < p->nslabs; i++)
-        munmap(p->slabs[i].addr, p->slabs[i].len);
+    for (size_t i = 0; i < p->nregions; i++)
+        munmap(p->regions[i].addr, p->regions[i].len);
+    free(p->regions);
     free(p->slabs);
     free(p->cold);
     free(p->hot);

@@ -44,6 +44,13 @@
  * fault), and releases the memory of the rest (MADV_DONTNEED). */
 #define JOBQ_CORO_CACHE_STACKS 64
 #define JOBQ_CORO_POOL_KEEP 1024
+/* During a burst of spawns (the pool has mapped at least this many
+ * stacks and its resident free ones run low), an idle scheduler thread
+ * prepares up to this many free stacks ahead of the spawners: mapping a
+ * stack and faulting its top page in is most of a spawn that finds no
+ * free stack, and a spinning or sleeping thread can do it meanwhile. */
+#define JOBQ_CORO_PREPARE_AFTER_STACKS 512
+#define JOBQ_CORO_PREPARE_STACKS 512
 /* A new coroutine stays on the spawner's thread unless that thread has
  * more than this many live coroutines above the least-loaded thread:
  * keeps hand-offs local (cache-hot) while bursts still spread out. */
