@@ -11,6 +11,9 @@
 #   RESULT raw.spin_handoff_ns <value> ns  the cross-CPU hand-off floor
 #   RESULT raw.lock_handoff_ns <value> ns  the floor of a channel with a
 #                                          lock: no scheduler, two lines
+#   RESULT raw.rendezvous_handoff_ns <value> ns  the floor of an unbuffered
+#                                          hand-off: one word per channel,
+#                                          no lock, no scheduler
 #   RESULT raw.stall_max_ms <value> ms     the longest the machine stopped
 #                                          running a busy thread (no timer
 #                                          can be less late than that)
@@ -146,6 +149,7 @@ echo "# $(go version)"
 settle spin
 repeat raw "$runs" "$rtbench" spin
 repeat raw "$runs" "$rtbench" lockspin
+repeat raw "$runs" "$rtbench" rendezvous
 repeat raw 1 "$rtbench" stall
 interleave switch "$runs" 1
 interleave chan "$runs" 1
@@ -175,6 +179,7 @@ timers_late_max_ms idle_wakeups_per_s"
 spin=${val[raw.spin_handoff_ns]}
 echo "RESULT raw.spin_handoff_ns $spin ns"
 echo "RESULT raw.lock_handoff_ns ${val[raw.lock_handoff_ns]} ns"
+echo "RESULT raw.rendezvous_handoff_ns ${val[raw.rendezvous_handoff_ns]} ns"
 echo "RESULT raw.stall_max_ms ${val[raw.stall_max_ms]} ms"
 for k in $keys; do
     echo "RESULT $k ${val[jobq.$k]} $(unit "$k")"
@@ -197,8 +202,9 @@ goal "switch_ns <= 8 and ratio <= 0.25" "$(both "$(le "${val[jobq.switch_ns]}" 8
 goal "chan_pingpong_ns ratio <= 0.3" "$(le "$(r chan_pingpong_ns)" 0.3)"
 goal "chan_pingpong_mt_ns <= 1.5 x raw.spin_handoff_ns ($(awk -v s="$spin" 'BEGIN {printf "%.1f", 1.5 * s}') ns)" \
     "$(le "${val[jobq.chan_pingpong_mt_ns]}" "$(awk -v s="$spin" 'BEGIN {print 1.5 * s}')")"
-awk -v s="$spin" -v l="${val[raw.lock_handoff_ns]}" -v c="${val[jobq.chan_pingpong_mt_ns]}" \
-    'BEGIN {printf "#   (in units of the spin floor: a bare lock-based hand-off %.1f, jobq %.1f)\n", l / s, c / s}'
+awk -v s="$spin" -v l="${val[raw.lock_handoff_ns]}" -v r="${val[raw.rendezvous_handoff_ns]}" \
+    -v c="${val[jobq.chan_pingpong_mt_ns]}" \
+    'BEGIN {printf "#   (in units of the spin floor: a bare lock-free rendezvous %.1f, a bare lock-based hand-off %.1f, jobq %.1f)\n", r / s, l / s, c / s}'
 goal "spawn_join_ns ratio <= 0.1" "$(le "$(r spawn_join_ns)" 0.1)"
 goal "parked_bytes ratio <= 0.9, all stacks guarded" \
     "$(both "$(le "$(r parked_bytes)" 0.9)" "$(le "${val[jobq.stacks_canary_only]}" 0)")"

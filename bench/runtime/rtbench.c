@@ -21,6 +21,9 @@
  *                threads, each hand-off taking the channel's lock (a line
  *                the other side wrote last) and filling the receiver's slot
  *                (another line), no scheduler at all
+ *   rendezvous   the floor of an unbuffered hand-off: the same two threads,
+ *                one word per channel, the receiver announcing itself and
+ *                the sender swapping its value in, no lock, no scheduler
  *   stall        the longest this machine stopped running a thread that
  *                never blocks, one per CPU, over 2.5 s: no timer can be
  *                less late than that (this VM's host pauses both vCPUs
@@ -587,6 +590,78 @@ bench_lockspin(void)
     pthread_join(th, NULL);
 }
 
+/* ---- the floor of an unbuffered hand-off ---------------------------------- */
+
+/*
+ * The least an unbuffered channel can do across two threads, with no
+ * scheduler, no lock and no queue: one word per channel, on its own line.
+ * The receiver announces itself in it (RDV_WAITING) and spins; the sender
+ * waits for the announcement and swaps its value in with one CAS, since
+ * an unbuffered send completes only into a receiver that is there. Each
+ * one-way hand-off moves the word to the sender and back, and the
+ * announcement of the next receive rides on the other channel's word.
+ */
+#define RDV_IDLE 0
+#define RDV_WAITING 1
+
+static struct {
+    _Alignas(64) atomic_long w;
+} rdv[2]; /* ping, pong */
+
+static long
+rdv_recv(atomic_long *w)
+{
+    long v;
+    atomic_store_explicit(w, RDV_WAITING, memory_order_release);
+    while ((v = atomic_load_explicit(w, memory_order_acquire)) == RDV_WAITING)
+        ;
+    atomic_store_explicit(w, RDV_IDLE, memory_order_relaxed);
+    return v;
+}
+
+static void
+rdv_send(atomic_long *w, long v)
+{
+    for (;;) {
+        long expect = RDV_WAITING;
+        if (atomic_load_explicit(w, memory_order_relaxed) == RDV_WAITING &&
+            atomic_compare_exchange_weak_explicit(w, &expect, v, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return;
+    }
+}
+
+static void *
+rendezvous_partner(void *p)
+{
+    (void)p;
+    pin_self(1);
+    for (long i = 0; i < spin_rounds; i++)
+        rdv_send(&rdv[1].w, rdv_recv(&rdv[0].w));
+    return NULL;
+}
+
+static void
+bench_rendezvous(void)
+{
+    pthread_t th;
+    int64_t t0;
+
+    spin_rounds = count(2 * MILLION);
+    pin_self(0);
+    pthread_create(&th, NULL, rendezvous_partner, NULL);
+    rdv_send(&rdv[0].w, 2); /* warm up; values stay above RDV_WAITING */
+    rdv_recv(&rdv[1].w);
+    t0 = rt_now_ns();
+    for (long i = 1; i < spin_rounds; i++) {
+        rdv_send(&rdv[0].w, i + 2);
+        rdv_recv(&rdv[1].w);
+    }
+    printf("rendezvous_handoff_ns %.2f\n",
+           (double)(rt_now_ns() - t0) / (2.0 * (double)(spin_rounds - 1)));
+    pthread_join(th, NULL);
+}
+
 /* ---- machine stalls ------------------------------------------------------ */
 
 static int64_t stall_worst[2]; /* per CPU */
@@ -642,11 +717,15 @@ main(int argc, char **argv)
         bench_spin();
     else if (strcmp(what, "lockspin") == 0)
         bench_lockspin();
+    else if (strcmp(what, "rendezvous") == 0)
+        bench_rendezvous();
     else if (strcmp(what, "stall") == 0)
         bench_stall();
     else {
-        fprintf(stderr, "usage: rtbench "
-                        "switch|chan|chan_mt|spawn_join|parked|timers|idle|spin|lockspin|stall\n");
+        fprintf(stderr,
+                "usage: rtbench "
+                "switch|chan|chan_mt|spawn_join|parked|timers|idle|spin|lockspin|rendezvous|"
+                "stall\n");
         return 2;
     }
     return 0;
