@@ -34,8 +34,10 @@
 /* Bytes at the low end of every stack filled with a pattern and verified at
  * each switch: catches an overflow that skipped or preceded a guard page. */
 #define JOBQ_CORO_CANARY_BYTES 64
-/* Stacks mapped per mmap call: one mapping (one VMA) serves this many
- * stacks, so a million coroutines cost a few thousand map entries. */
+/* Stacks set up together (guards installed and top pages faulted in with
+ * one process_madvise call each); slabs are carved from larger regions
+ * mapped at once (stack.c), so a million coroutines cost a few hundred
+ * mmap calls and map entries. */
 #define JOBQ_CORO_STACKS_PER_SLAB 64
 /* Free stacks a scheduler thread keeps for reuse before returning a batch
  * to the shared pool; the shared pool keeps JOBQ_CORO_POOL_KEEP stacks
