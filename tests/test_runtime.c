@@ -223,6 +223,75 @@ test_spawn_returns_enomem_when_memory_runs_out(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static int
+open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own fd */
+}
+
+static void
+noop(void *p)
+{
+    (void)p;
+}
+
+/* Short of file descriptors, rt_new fails with -EMFILE (libevent, left to
+ * itself, exits the process) and closes what it opened, wherever the
+ * shortage hits; given enough, it works. In a child: the limit is the
+ * process's. */
+static void
+test_rt_new_returns_status_when_fds_run_out(void **state)
+{
+    pid_t pid;
+    int status;
+
+    fflush(NULL);
+    assert_true((pid = fork()) >= 0);
+    if (pid == 0) {
+        struct rt_opts o = {.threads = 2, .log = capture_log};
+        struct rlimit old, rl;
+        int before, failed = 0;
+
+        if (getrlimit(RLIMIT_NOFILE, &old) != 0 || (before = open_fds()) < 0)
+            _exit(10);
+        for (int extra = 0; extra < 64; extra++) {
+            struct rt *rt = NULL;
+            int rc;
+            rl = old;
+            rl.rlim_cur = (rlim_t)(before + extra);
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                _exit(11);
+            rc = rt_new(&o, &rt);
+            if (rc == 0) {
+                /* It works, and only after failing cleanly at least once. */
+                int ok = rt_run(rt, "noop", noop, NULL) == 0;
+                if (rt_free(rt) != 0 || !ok || failed == 0 || open_fds() != before)
+                    _exit(12);
+                _exit(0);
+            }
+            if (rc != -EMFILE) {
+                fprintf(stderr, "rt_new with %d fds to spare: %d\n", extra, rc);
+                _exit(13);
+            }
+            if (open_fds() != before)
+                _exit(14); /* a failed rt_new left something open */
+            failed++;
+        }
+        _exit(15);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void
 test_spawn_rejects_bad_arguments(void **state)
 {
@@ -1980,6 +2049,7 @@ main(void)
         cmocka_unit_test(test_spawn_100k_and_join),
         cmocka_unit_test(test_spawn_rejects_bad_arguments),
         cmocka_unit_test(test_spawn_returns_enomem_when_memory_runs_out),
+        cmocka_unit_test(test_rt_new_returns_status_when_fds_run_out),
         cmocka_unit_test(test_yield_alternates_on_one_thread),
         cmocka_unit_test(test_fp_control_words_stay_with_their_coroutine),
         cmocka_unit_test(test_spawn_on_pins_thread_and_names),

@@ -16,6 +16,7 @@
  * docs/RUNTIME.md tells the whole design with its measurements.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -1413,16 +1414,38 @@ sched_init(struct rt *rt, struct sched *s, int index)
     s->spin_ns = JOBQ_SCHED_SPIN_NS;
     s->poll_countdown = JOBQ_SCHED_POLL_EVERY;
     s->rnd = (uint64_t)rt_now_ns() * 0x9E3779B97F4A7C15ull + (uint64_t)index * 7919 + 1;
+    if ((s->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        return -errno;
+    /* A new base needs an epoll fd and a socketpair for signals, and
+     * libevent exits the process when it cannot make the pair
+     * (evsig_init_). Out of descriptors, the caller must get -EMFILE
+     * instead: make sure three more can be opened first. Another thread
+     * of the process could still take them in between; rt_new usually
+     * runs before there are any. */
+    {
+        int probe[3], n = 0, err = 0;
+        while (n < 3 && (probe[n] = fcntl(s->notify_fd, F_DUPFD_CLOEXEC, 0)) >= 0)
+            n++;
+        if (n < 3)
+            err = errno;
+        while (n > 0)
+            close(probe[--n]);
+        if (err != 0)
+            return -err;
+    }
     if ((cfg = event_config_new()) == NULL)
         return -ENOMEM;
-    /* One thread per base: libevent's locks would only cost. */
+    /* One thread per base: libevent's locks would only cost. epoll only:
+     * when it fails, libevent would fall back to poll, whose setup exits
+     * the process on the same shortage. */
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    event_config_avoid_method(cfg, "poll");
+    event_config_avoid_method(cfg, "select");
+    errno = 0;
     s->base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (s->base == NULL)
-        return -ENOMEM;
-    if ((s->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
-        return -errno;
+        return errno == EMFILE || errno == ENFILE ? -errno : -ENOMEM;
     s->notify_ev = event_new(s->base, s->notify_fd, EV_READ | EV_PERSIST, notify_cb, s);
     s->timer_ev = evtimer_new(s->base, timer_cb, s);
     if (s->notify_ev == NULL || s->timer_ev == NULL || event_add(s->notify_ev, NULL) < 0)
