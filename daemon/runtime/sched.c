@@ -1420,8 +1420,8 @@ sched_init(struct rt *rt, struct sched *s, int index)
      * libevent exits the process when it cannot make the pair
      * (evsig_init_). Out of descriptors, the caller must get -EMFILE
      * instead: make sure three more can be opened first. Another thread
-     * of the process could still take them in between; rt_new usually
-     * runs before there are any. */
+     * of the process could still take them in between; rt_new runs at
+     * startup, when little else opens any. */
     {
         int probe[3], n = 0, err = 0;
         while (n < 3 && (probe[n] = fcntl(s->notify_fd, F_DUPFD_CLOEXEC, 0)) >= 0)
