@@ -8,6 +8,7 @@
 #ifndef JOBQ_TESTS_CHECK_H
 #define JOBQ_TESTS_CHECK_H
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,5 +74,22 @@ static inline bool check_on_test_stack(void);
             CHECK_FAIL("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)",                   \
                        b_ ? b_ : "(null)");                                                        \
     } while (0)
+
+/* Descriptors open in this process, -1 if /proc cannot be read. Plain
+ * return, no assertion: forked children call it too. */
+static inline int
+check_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
 
 #endif

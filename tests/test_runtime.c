@@ -223,20 +223,6 @@ test_spawn_returns_enomem_when_memory_runs_out(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-static int
-open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-    if (d == NULL)
-        return -1;
-    while ((e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n - 1; /* the directory's own fd */
-}
-
 static void
 noop(void *p)
 {
@@ -260,7 +246,7 @@ test_rt_new_returns_status_when_fds_run_out(void **state)
         struct rlimit old, rl;
         int before, failed = 0;
 
-        if (getrlimit(RLIMIT_NOFILE, &old) != 0 || (before = open_fds()) < 0)
+        if (getrlimit(RLIMIT_NOFILE, &old) != 0 || (before = check_open_fds()) < 0)
             _exit(10);
         for (int extra = 0; extra < 64; extra++) {
             struct rt *rt = NULL;
@@ -273,7 +259,7 @@ test_rt_new_returns_status_when_fds_run_out(void **state)
             if (rc == 0) {
                 /* It works, and only after failing cleanly at least once. */
                 int ok = rt_run(rt, "noop", noop, NULL) == 0;
-                if (rt_free(rt) != 0 || !ok || failed == 0 || open_fds() != before)
+                if (rt_free(rt) != 0 || !ok || failed == 0 || check_open_fds() != before)
                     _exit(12);
                 _exit(0);
             }
@@ -281,7 +267,7 @@ test_rt_new_returns_status_when_fds_run_out(void **state)
                 fprintf(stderr, "rt_new with %d fds to spare: %d\n", extra, rc);
                 _exit(13);
             }
-            if (open_fds() != before)
+            if (check_open_fds() != before)
                 _exit(14); /* a failed rt_new left something open */
             failed++;
         }
