@@ -1270,6 +1270,98 @@ test_select_across_threads_takes_each_value_once(void **state)
     done(rt);
 }
 
+/* Elements of every size cross threads intact, whichever side parks
+ * first, through plain calls and select; nothing is written past an
+ * element, and a receive that times out writes nothing. */
+struct sized {
+    struct chan *ch;
+    struct wg *wg;
+    size_t size;
+    bool recv_first; /* the receiver parks before the send */
+    bool select;
+};
+
+static void
+fill(unsigned char *b, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(seed * 31 + i * 7 + 1);
+}
+
+static void
+sized_sender(void *p)
+{
+    struct sized *z = p;
+    unsigned char b[64];
+    if (z->recv_first)
+        coro_sleep(NULL, 2 * MS);
+    for (unsigned k = 0; k < 3; k++) {
+        fill(b, z->size, k);
+        if (z->select) {
+            struct chan_case cs = {.ch = z->ch, .op = CHAN_SEND, .elem = b};
+            assert_int_equal(chan_select(&cs, 1, NULL, RT_FOREVER), 0);
+        } else {
+            assert_int_equal(chan_send(z->ch, b, NULL, RT_FOREVER), 0);
+        }
+        memset(b, 0xee, sizeof(b)); /* the receiver must have its copy already */
+    }
+    wg_done(z->wg);
+}
+
+static void
+sized_receiver(void *p)
+{
+    struct sized *z = p;
+    unsigned char b[64], want[64];
+    if (!z->recv_first)
+        coro_sleep(NULL, 2 * MS);
+    for (unsigned k = 0; k < 3; k++) {
+        memset(b, 0x55, sizeof(b));
+        fill(want, z->size, k);
+        if (z->select) {
+            struct chan_case cs = {.ch = z->ch, .op = CHAN_RECV, .elem = b};
+            assert_int_equal(chan_select(&cs, 1, NULL, RT_FOREVER), 0);
+        } else {
+            assert_int_equal(chan_recv(z->ch, b, NULL, RT_FOREVER), 0);
+        }
+        assert_memory_equal(b, want, z->size);
+        assert_int_equal(b[z->size], 0x55); /* nothing written past the element */
+    }
+    /* A receive that times out leaves the caller's element alone. */
+    memset(b, 0x55, sizeof(b));
+    assert_int_equal(chan_recv(z->ch, b, NULL, 1 * MS), RT_ETIMEDOUT);
+    assert_int_equal(b[0], 0x55);
+    wg_done(z->wg);
+}
+
+static void
+sized_main(void *p)
+{
+    static const size_t sizes[] = {1, 4, 8, 15, 16, 17, 24, 63};
+    (void)p;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        for (int mode = 0; mode < 4; mode++) {
+            struct sized z = {.size = sizes[i], .recv_first = mode & 1, .select = mode & 2};
+            assert_int_equal(chan_new(z.size, 0, &z.ch), 0);
+            assert_int_equal(wg_new(&z.wg), 0);
+            wg_add(z.wg, 2);
+            assert_int_equal(coro_spawn_on(coro_rt(), 0, "rx", sized_receiver, &z), 0);
+            assert_int_equal(coro_spawn_on(coro_rt(), 1, "tx", sized_sender, &z), 0);
+            wg_wait(z.wg, NULL, RT_FOREVER);
+            wg_free(z.wg);
+            chan_free(z.ch);
+        }
+    }
+}
+
+static void
+test_channel_elements_of_every_size_cross_threads(void **state)
+{
+    struct rt *rt = mkrt(2);
+    rt_run(rt, "main", sized_main, NULL);
+    done(rt);
+}
+
 /* ---- contexts in every kind of wait ----------------------------------- */
 
 enum waitkind {
@@ -2070,6 +2162,7 @@ main(void)
         cmocka_unit_test(test_select_default_timeout_and_wakeup),
         cmocka_unit_test(test_select_send_case),
         cmocka_unit_test(test_select_across_threads_takes_each_value_once),
+        cmocka_unit_test(test_channel_elements_of_every_size_cross_threads),
         cmocka_unit_test(test_cancel_ends_every_kind_of_wait),
         cmocka_unit_test(test_deadline_ends_every_kind_of_wait),
         cmocka_unit_test(test_ctx_tree_propagation_and_deadlines),
