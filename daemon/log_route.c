@@ -10,10 +10,13 @@
 
 #include "jobq/log.h"
 
+/* libevent logs a failed epoll_ctl before it returns, and its caller
+ * (coro_wait_fd) reports that call's errno: keep it. */
 static void
 libevent_log(int severity, const char *msg)
 {
     enum log_level level;
+    int saved = errno;
 
     switch (severity) {
     case EVENT_LOG_DEBUG:
@@ -30,6 +33,7 @@ libevent_log(int severity, const char *msg)
         break;
     }
     log_at_(level, "libevent", "msg=%s", log_q(msg));
+    errno = saved;
 }
 
 void

@@ -555,6 +555,55 @@ test_wait_fd_readable_writable_timeout(void **state)
     done(rt);
 }
 
+/* Overwrites a stretch of the stack below the caller's frame, where a
+ * returned call's frame was. */
+static __attribute__((noinline)) void
+scribble_stack(void)
+{
+    volatile unsigned char junk[2048];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = 0xa5;
+}
+
+/* An fd epoll refuses (a regular file, a closed descriptor) fails with
+ * epoll's error, and the failed wait leaves nothing behind: a timer or a
+ * context registration made before the refusal would point into the
+ * returned frame. */
+static void
+fd_refused_main(void *p)
+{
+    struct ctx *ctx;
+    FILE *f = tmpfile();
+    int64_t t0;
+    int closed;
+    (void)p;
+    assert_non_null(f);
+    assert_int_equal(ctx_new(NULL, &ctx), 0);
+    assert_int_equal(coro_wait_fd(fileno(f), CORO_READ, ctx, 5 * MS), -EPERM);
+    assert_true((closed = dup(fileno(f))) >= 0);
+    close(closed);
+    assert_int_equal(coro_wait_fd(closed, CORO_WRITE, ctx, 5 * MS), -EBADF);
+    scribble_stack();
+    /* A timer left in the heap would fire meanwhile, into the scribbles
+     * or into this sleep's frame (ending it early), and a registration
+     * left on ctx would be woken by the cancel. */
+    t0 = rt_now_ns();
+    assert_int_equal(coro_sleep(NULL, 20 * MS), 0);
+    assert_true(rt_now_ns() - t0 >= 20 * MS);
+    ctx_cancel(ctx);
+    assert_int_equal(coro_sleep(NULL, 1 * MS), 0);
+    ctx_free(ctx);
+    fclose(f);
+}
+
+static void
+test_wait_fd_refused_returns_errno_and_leaves_nothing(void **state)
+{
+    struct rt *rt = mkrt(1);
+    rt_run(rt, "main", fd_refused_main, NULL);
+    done(rt);
+}
+
 struct pipe_pair {
     int rd, wr;
     struct wg *wg;
@@ -2149,6 +2198,7 @@ main(void)
         cmocka_unit_test(test_sleep_waits_at_least),
         cmocka_unit_test(test_timer_heap_fires_all_in_any_order),
         cmocka_unit_test(test_wait_fd_readable_writable_timeout),
+        cmocka_unit_test(test_wait_fd_refused_returns_errno_and_leaves_nothing),
         cmocka_unit_test(test_wait_fd_woken_by_other_thread),
         cmocka_unit_test(test_busy_thread_still_polls_fds),
         cmocka_unit_test(test_wait_pidfd_exit_status_and_timeout),

@@ -1129,8 +1129,13 @@ wait_fd(int fd, int events, struct ctx *ctx, int64_t timeout_ns, enum coro_wait 
     }
     if ((rc = wait_begin(&wt, ctx, timeout_ns)) != 0)
         return rc;
+    /* epoll refuses some descriptors (EPERM: a regular file; EBADF) and
+     * may run out of room (ENOMEM; ENOSPC: max_user_watches): the caller
+     * gets its errno. Nothing is registered before the park, so there is
+     * nothing to undo. */
+    errno = 0;
     if (event_assign(&ev, s->base, fd, what, fd_ready_cb, &wt.w) < 0 || event_add(&ev, NULL) < 0)
-        return -EINVAL;
+        return errno > 0 ? -errno : -EINVAL;
     rc = wait_park(&wt, reason);
     event_del(&ev);
     return rc;

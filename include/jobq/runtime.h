@@ -153,7 +153,9 @@ int coro_sleep(struct ctx *ctx, int64_t ns);
 #define CORO_READ 0x1
 #define CORO_WRITE 0x2
 /* Parks until fd is ready for the given events. Returns the ready mask
- * (> 0), RT_ETIMEDOUT, or the context's status. fd stays the caller's. */
+ * (> 0), RT_ETIMEDOUT, the context's status, or epoll's -errno for an fd
+ * it cannot watch (-EPERM: a regular file; -EBADF; -ENOMEM; -ENOSPC).
+ * fd stays the caller's. */
 int coro_wait_fd(int fd, int events, struct ctx *ctx, int64_t timeout_ns);
 
 /* Parks until the child behind pidfd exits, then reaps it with waitid and
