@@ -1411,6 +1411,126 @@ test_channel_elements_of_every_size_cross_threads(void **state)
     done(rt);
 }
 
+/* Parked parties of one kind are served in arrival order, whether the
+ * first sits in the channel's own slot and the rest queue behind it, with
+ * a timed receive (never in the slot) among them. */
+struct arrival {
+    struct chan *ch;
+    struct wg *wg;
+    int got[4];
+    int next;
+};
+
+static void
+order_receiver(void *p)
+{
+    struct arrival *o = p;
+    int me = o->next++, v = -1;
+    /* The third waits with a timeout: it queues, never takes the slot. */
+    assert_int_equal(chan_recv(o->ch, &v, NULL, me == 2 ? 10000 * MS : RT_FOREVER), 0);
+    o->got[me] = v;
+    wg_done(o->wg);
+}
+
+static void
+wait_parked_chan(uint64_t n)
+{
+    struct rt_stats st;
+    do {
+        coro_sleep(NULL, MS / 10);
+        rt_stats(coro_rt(), &st);
+    } while (st.parked[CORO_WAIT_CHAN] < n);
+}
+
+static void
+order_main(void *p)
+{
+    struct arrival o = {0};
+    (void)p;
+    assert_int_equal(chan_new(sizeof(int), 0, &o.ch), 0);
+    assert_int_equal(wg_new(&o.wg), 0);
+    for (int round = 0; round < 3; round++) {
+        o.next = 0;
+        for (int i = 0; i < 4; i++) {
+            wg_add(o.wg, 1);
+            /* Spawned on the other thread, one parked before the next. */
+            assert_int_equal(coro_spawn_on(coro_rt(), 1, "rx", order_receiver, &o), 0);
+            wait_parked_chan((uint64_t)i + 1);
+        }
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(chan_send(o.ch, &(int){100 * round + i}, NULL, RT_FOREVER), 0);
+        wg_wait(o.wg, NULL, RT_FOREVER);
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(o.got[i], 100 * round + i);
+    }
+    wg_free(o.wg);
+    chan_free(o.ch);
+}
+
+static void
+test_parked_parties_are_served_in_order(void **state)
+{
+    struct rt *rt = mkrt(2);
+    rt_run(rt, "main", order_main, NULL);
+    done(rt);
+}
+
+/* A channel may be freed as soon as the call that woke its last party
+ * returns, before that party has run again: a close then a free, or a
+ * send then a free, from the party's thread or another, many times over
+ * (ASan sees any use after the free). */
+struct quick {
+    struct chan *ch;
+    struct wg *wg;
+    int rc, v;
+};
+
+static void
+quick_receiver(void *p)
+{
+    struct quick *q = p;
+    q->v = -1;
+    q->rc = chan_recv(q->ch, &q->v, NULL, RT_FOREVER);
+    wg_done(q->wg);
+}
+
+static void
+quick_free_main(void *p)
+{
+    struct quick q;
+    (void)p;
+    assert_int_equal(wg_new(&q.wg), 0);
+    for (int i = 0; i < 2000; i++) {
+        bool close = i & 1, same = i & 2;
+        assert_int_equal(chan_new(sizeof(int), 0, &q.ch), 0);
+        wg_add(q.wg, 1);
+        assert_int_equal(coro_spawn_on(coro_rt(), same ? 0 : 1, "rx", quick_receiver, &q), 0);
+        /* Parked, not only started: a close and a free before its call
+         * began would be the test's own use after free. */
+        for (struct rt_stats st = {0}; st.parked[CORO_WAIT_CHAN] == 0;) {
+            coro_yield();
+            rt_stats(coro_rt(), &st);
+        }
+        if (close)
+            chan_close(q.ch);
+        else
+            assert_int_equal(chan_send(q.ch, &i, NULL, RT_FOREVER), 0);
+        chan_free(q.ch);
+        wg_wait(q.wg, NULL, RT_FOREVER);
+        assert_int_equal(q.rc, close ? RT_ECLOSED : 0);
+        assert_int_equal(q.v, close ? 0 : i);
+    }
+    wg_free(q.wg);
+}
+
+static void
+test_channel_freed_right_after_waking_its_party(void **state)
+{
+    struct rt *rt = mkrt(2);
+    rt_run(rt, "main", quick_free_main, NULL);
+    done(rt);
+}
+
 /* ---- contexts in every kind of wait ----------------------------------- */
 
 enum waitkind {
@@ -1951,7 +2071,10 @@ test_leaked_coroutines_are_reported_by_name(void **state)
 {
     struct rt *rt = mkrt(2);
     struct chan *ch;
-    chan_new(0, 0, &ch);
+    /* Buffered: the two park in the queue, not in the channel's slot,
+     * whose party keeps a channel's memory alive (see chan_free), so the
+     * channel can be freed after the runtime. */
+    chan_new(0, 1, &ch);
     coro_spawn(rt, "forgotten-worker", parked_forever, ch);
     coro_spawn(rt, "forgotten-worker", parked_forever, ch);
     usleep(20000);
@@ -2213,6 +2336,8 @@ main(void)
         cmocka_unit_test(test_select_send_case),
         cmocka_unit_test(test_select_across_threads_takes_each_value_once),
         cmocka_unit_test(test_channel_elements_of_every_size_cross_threads),
+        cmocka_unit_test(test_parked_parties_are_served_in_order),
+        cmocka_unit_test(test_channel_freed_right_after_waking_its_party),
         cmocka_unit_test(test_cancel_ends_every_kind_of_wait),
         cmocka_unit_test(test_deadline_ends_every_kind_of_wait),
         cmocka_unit_test(test_ctx_tree_propagation_and_deadlines),

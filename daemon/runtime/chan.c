@@ -8,7 +8,9 @@
  *
  * A claimed party is completed (published and made runnable) only after
  * the channel lock is released: the moment it completes, its owner may run
- * and free the channel, so the waker must be done with it by then.
+ * and free the channel, so the waker must be done with it by then. The
+ * exception is the first party of an unbuffered channel, which parks in
+ * the channel itself (see "The slot") and is completed under the lock.
  *
  * Select locks every channel involved in address order (no lock-order
  * deadlock), takes a ready case if there is one (scanning from a random
@@ -35,12 +37,37 @@ struct waitq {
     struct sudog *head, *tail;
 };
 
-/* What a hand-off touches (the lock, the queues, the state) comes first,
- * and a channel starts a cache line: a send from another thread then moves
- * one line, not two. */
+/*
+ * The slot. An unbuffered channel with no one queued holds its first
+ * parked party (a coroutine, no timeout, no context, an element of up to
+ * SLOT_BYTES) in its own first cache line: the waiter, the element and
+ * the lock together. The home thread of that party spins on that line
+ * (the watch), so a hand-off from another thread moves that one line to
+ * the waker and back, where a queued party's sudog and waiter on its
+ * stack cost two more lines each way. Later parties queue behind it, so
+ * the slot's party is always the oldest of its kind.
+ *
+ * The waker completes the slot party under the lock; the party, once
+ * resumed, waits for the lock to be free, copies its element out and
+ * empties the slot with a plain store (a locked exchange there cost a
+ * tenth of a same-thread hand-off). Until then the channel must live on,
+ * though the party's call has in effect completed: a close or a send
+ * followed at once by a free is a common and valid pattern. So a
+ * chan_free that finds the slot claimed waits for the party to empty it;
+ * on the party's own thread, where it cannot run meanwhile, it leaves the
+ * freeing to the party instead (SLOT_FREE_PENDING).
+ */
+#define SLOT_BYTES 16
+enum { SLOT_EMPTY, SLOT_RECV, SLOT_SEND, SLOT_CLAIMED, SLOT_FREE_PENDING };
+
 struct chan {
+    /* Line 0: what a hand-off with the slot's party writes. */
     struct spin lock;
     bool closed;
+    _Atomic unsigned char slot; /* SLOT_*: emptied without the lock */
+    struct waiter sw;           /* the slot party's */
+    _Alignas(8) unsigned char sval[SLOT_BYTES];
+    /* Line 1: read-mostly while parties use the slot. */
     struct waitq recvq, sendq;
     size_t count;
     size_t head; /* ring: index of the oldest element */
@@ -100,6 +127,7 @@ chan_new(size_t elem_size, size_t capacity, struct chan **out)
 
     if (elem_size > (1u << 20) || (elem_size > 0 && capacity > SIZE_MAX / 2 / elem_size))
         return -EINVAL;
+    _Static_assert(offsetof(struct chan, recvq) == 64, "the slot fills line 0");
     if ((ch = aligned_alloc(64, (sizeof(*ch) + 63) & ~(size_t)63)) == NULL)
         return -ENOMEM;
     memset(ch, 0, sizeof(*ch));
@@ -114,13 +142,36 @@ chan_new(size_t elem_size, size_t capacity, struct chan **out)
     return 0;
 }
 
+static void
+chan_release(struct chan *ch)
+{
+    free(ch->buf);
+    free(ch);
+}
+
 void
 chan_free(struct chan *ch)
 {
+    struct sched *s = rt_tl_sched;
+    unsigned char st;
+
     if (ch == NULL)
         return;
-    free(ch->buf);
-    free(ch);
+    while ((st = atomic_load_explicit(&ch->slot, memory_order_acquire)) == SLOT_CLAIMED) {
+        if (ch->sw.home == s) {
+            /* The party runs on this thread, after us: it frees. */
+            atomic_store_explicit(&ch->slot, SLOT_FREE_PENDING, memory_order_relaxed);
+            return;
+        }
+        if (s != NULL && s->current != NULL)
+            coro_yield();
+        else
+            sched_yield();
+    }
+    if (st == SLOT_RECV || st == SLOT_SEND)
+        return; /* a party still parked here, its thread perhaps spinning on
+                 * this line: keep the memory; the leak report names it */
+    chan_release(ch);
 }
 
 size_t
@@ -168,15 +219,55 @@ wake(struct sudog *sg, int status)
         waiter_complete(sg->w, status, sg->index);
 }
 
+/* Ends the slot party's wait with status, lock held: the party may run as
+ * soon as this returns, on another thread (if its thread watches the
+ * slot) or later. Returns the party to push onto its home thread's remote
+ * queue after the unlock (a push may write an eventfd), or NULL. */
+static struct coro *
+slot_complete(struct chan *ch, int status)
+{
+    struct waiter *w = &ch->sw;
+    struct coro *co = w->co;
+    int expect = HANDOFF_WATCHING;
+
+    /* release: a chan_free that sees CLAIMED reads sw.home */
+    atomic_store_explicit(&ch->slot, SLOT_CLAIMED, memory_order_release);
+    w->status = status;
+    atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
+    if (w->home == rt_tl_sched) {
+        co->state = CORO_RUNNABLE;
+        rq_push_tail(w->home, co);
+        return NULL;
+    }
+    if (atomic_load_explicit(&w->handoff, memory_order_relaxed) == HANDOFF_WATCHING &&
+        atomic_compare_exchange_strong_explicit(&w->handoff, &expect, HANDOFF_TAKEN,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        return NULL;
+    return co;
+}
+
+static inline void
+slot_push(struct coro *co)
+{
+    if (co != NULL)
+        remote_push(co->home, co);
+}
+
 /* The ready half of a send, lock held: 1 done, 0 would block. A party to
  * wake is left in *wk. */
 static int
-try_send(struct chan *ch, const void *elem, int *status, struct sudog **wk)
+try_send(struct chan *ch, const void *elem, int *status, struct sudog **wk, struct coro **slotco)
 {
     struct sudog *sg;
 
     if (ch->closed) {
         *status = RT_ECLOSED;
+        return 1;
+    }
+    if (atomic_load_explicit(&ch->slot, memory_order_relaxed) == SLOT_RECV) {
+        copy(ch, ch->sval, elem);
+        *slotco = slot_complete(ch, 0);
+        *status = 0;
         return 1;
     }
     if ((sg = wq_claim(&ch->recvq)) != NULL) {
@@ -197,7 +288,7 @@ try_send(struct chan *ch, const void *elem, int *status, struct sudog **wk)
 
 /* The ready half of a receive, lock held. */
 static int
-try_recv(struct chan *ch, void *elem, int *status, struct sudog **wk)
+try_recv(struct chan *ch, void *elem, int *status, struct sudog **wk, struct coro **slotco)
 {
     struct sudog *sg;
 
@@ -211,6 +302,12 @@ try_recv(struct chan *ch, void *elem, int *status, struct sudog **wk)
             ch->count++;
             *wk = sg;
         }
+        *status = 0;
+        return 1;
+    }
+    if (atomic_load_explicit(&ch->slot, memory_order_relaxed) == SLOT_SEND) {
+        copy(ch, elem, ch->sval);
+        *slotco = slot_complete(ch, 0);
         *status = 0;
         return 1;
     }
@@ -237,26 +334,87 @@ struct chan_wait {
     struct wait wt;
 } __attribute__((aligned(128)));
 
+/* Waits until nobody holds ch's lock: a slot party's waker may still be
+ * about to release it when the party runs again. */
+static inline void
+spin_wait_free(struct spin *l)
+{
+    for (int i = 0; atomic_load_explicit(&l->v, memory_order_acquire); i++) {
+        if (i < 128)
+            rt_cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+/* Parks the calling coroutine in ch's slot, lock held; returns the wait's
+ * status once resumed, with the slot emptied. */
+static int
+slot_park(struct chan *ch, bool send, void *elem)
+{
+    struct sched *s = rt_tl_sched;
+    struct waiter *w = &ch->sw;
+    int rc;
+
+    w->co = s->current;
+    w->home = s;
+    atomic_store_explicit(&w->fired, WAITER_ARMED, memory_order_relaxed);
+    atomic_store_explicit(&w->handoff, HANDOFF_NONE, memory_order_relaxed);
+    w->status = 0;
+    w->index = -1;
+    w->solo = true;
+    if (send)
+        copy(ch, ch->sval, elem);
+    atomic_store_explicit(&ch->slot, send ? SLOT_SEND : SLOT_RECV, memory_order_relaxed);
+    spin_unlock(&ch->lock);
+
+    s->watch = w;
+    coro_park(CORO_WAIT_CHAN);
+    if (s->watch == w)
+        s->watch = NULL;
+    spin_wait_free(&ch->lock);
+    rc = w->status;
+    if (!send)
+        copy(ch, elem, ch->sval); /* the element, or a close's zeroes */
+    /* Only a chan_free on this thread, which cannot run between this load
+     * and the store, writes the slot now (see "The slot"). */
+    if (atomic_load_explicit(&ch->slot, memory_order_relaxed) == SLOT_FREE_PENDING)
+        chan_release(ch);
+    else
+        atomic_store_explicit(&ch->slot, SLOT_EMPTY, memory_order_release);
+    return rc;
+}
+
 static int
 chan_op(struct chan *ch, bool send, void *elem, struct ctx *ctx, int64_t timeout_ns)
 {
     struct chan_wait cw;
     struct sudog *wk = NULL, *sg = &cw.sg;
     struct wait *wt = &cw.wt;
+    struct coro *slotco = NULL;
+    struct sched *s;
     int status, rc;
 
     if (ch == NULL)
         return -EINVAL;
     spin_lock(&ch->lock);
-    if (send ? try_send(ch, elem, &status, &wk) : try_recv(ch, elem, &status, &wk)) {
+    if (send ? try_send(ch, elem, &status, &wk, &slotco)
+             : try_recv(ch, elem, &status, &wk, &slotco)) {
         spin_unlock(&ch->lock);
         wake(wk, 0);
+        slot_push(slotco);
         return status;
     }
     if (timeout_ns == 0) {
         spin_unlock(&ch->lock);
         return RT_EAGAIN;
     }
+    if (ch->cap == 0 && ctx == NULL && timeout_ns < 0 && ch->elem_size <= SLOT_BYTES &&
+        /* acquire: the last party read the slot before it emptied it */
+        atomic_load_explicit(&ch->slot, memory_order_acquire) == SLOT_EMPTY &&
+        (send ? ch->sendq.head : ch->recvq.head) == NULL && (s = rt_tl_sched) != NULL &&
+        s->current != NULL)
+        return slot_park(ch, send, elem);
     if ((rc = wait_begin(wt, ctx, timeout_ns)) != 0) {
         spin_unlock(&ch->lock);
         return rc;
@@ -294,6 +452,7 @@ void
 chan_close(struct chan *ch)
 {
     struct sudog *sg, *list = NULL;
+    struct coro *slotco = NULL;
 
     spin_lock(&ch->lock);
     if (ch->closed) {
@@ -301,6 +460,16 @@ chan_close(struct chan *ch)
         return;
     }
     ch->closed = true;
+    switch (atomic_load_explicit(&ch->slot, memory_order_relaxed)) {
+    case SLOT_RECV:
+        memset(ch->sval, 0, sizeof(ch->sval));
+        /* fall through */
+    case SLOT_SEND:
+        slotco = slot_complete(ch, RT_ECLOSED);
+        break;
+    default:
+        break;
+    }
     while ((sg = wq_claim(&ch->recvq)) != NULL) {
         if (sg->elem != NULL && ch->elem_size > 0)
             memset(sg->elem, 0, ch->elem_size);
@@ -313,6 +482,7 @@ chan_close(struct chan *ch)
         list = sg;
     }
     spin_unlock(&ch->lock);
+    slot_push(slotco);
     while ((sg = list) != NULL) {
         list = sg->next; /* read before the owner can run */
         wake(sg, RT_ECLOSED);
@@ -351,6 +521,7 @@ chan_select(struct chan_case *cases, int n, struct ctx *ctx, int64_t timeout_ns)
     struct sudog sg_buf[SELECT_STACK_CASES];
     struct chan **order = order_buf;
     struct sudog *sgs = sg_buf, *wk = NULL;
+    struct coro *slotco = NULL;
     struct wait wt;
     int nlock = 0, start, rc, chosen = -1, status = 0;
 
@@ -385,13 +556,14 @@ chan_select(struct chan_case *cases, int n, struct ctx *ctx, int64_t timeout_ns)
         struct chan_case *cs = &cases[i];
         if (cs->ch == NULL)
             continue;
-        if (cs->op == CHAN_SEND ? try_send(cs->ch, cs->elem, &status, &wk)
-                                : try_recv(cs->ch, cs->elem, &status, &wk))
+        if (cs->op == CHAN_SEND ? try_send(cs->ch, cs->elem, &status, &wk, &slotco)
+                                : try_recv(cs->ch, cs->elem, &status, &wk, &slotco))
             chosen = i;
     }
     if (chosen >= 0) {
         unlock_all(order, nlock);
         wake(wk, 0);
+        slot_push(slotco);
         cases[chosen].status = status;
         rc = chosen;
         goto out;

@@ -292,6 +292,9 @@ remote_drain(struct sched *s)
  * cache-line transfer instead of a push onto the remote queue (a CAS on
  * another line), its drain, and the coroutine's own line read back. This
  * is the request-reply case: a coroutine asks another thread and waits.
+ * A coroutine parked in an unbuffered channel's slot (chan.c) has its
+ * waiter in the channel's first line, next to the lock and the element:
+ * the whole hand-off is then that one line, to the waker and back.
  */
 void
 waiter_hand_over(struct waiter *w, struct coro *co)

@@ -219,7 +219,12 @@ int64_t ctx_deadline(const struct ctx *c);
  * makes an unbuffered channel: a send completes when a receiver takes it.
  * Returns owned *out (chan_free). */
 int chan_new(size_t elem_size, size_t capacity, struct chan **out);
-/* NULL-safe. Nobody may be parked on ch. */
+/* NULL-safe. Nobody may be parked on ch. A party just woken by a send, a
+ * receive or a close may not have run yet: chan_free then waits for it
+ * (it runs on another thread) or leaves the freeing to it (it runs on
+ * this one), so freeing right after such a call is fine. A party left
+ * parked in violation keeps the channel's memory (its thread may be
+ * spinning on it); rt_free's leak report names that party. */
 void chan_free(struct chan *ch);
 /* Borrows elem. RT_ECLOSED if ch is closed (before or while waiting). */
 int chan_send(struct chan *ch, const void *elem, struct ctx *ctx, int64_t timeout_ns);
