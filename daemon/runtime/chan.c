@@ -237,6 +237,8 @@ slot_complete(struct chan *ch, int status)
     if (w->home == rt_tl_sched) {
         co->state = CORO_RUNNABLE;
         rq_push_tail(w->home, co);
+        if (w->home->watch == w)
+            w->home->watch = NULL;
         return NULL;
     }
     if (atomic_load_explicit(&w->handoff, memory_order_relaxed) == HANDOFF_WATCHING &&
@@ -359,7 +361,9 @@ slot_park(struct chan *ch, bool send, void *elem)
     w->co = s->current;
     w->home = s;
     atomic_store_explicit(&w->fired, WAITER_ARMED, memory_order_relaxed);
-    atomic_store_explicit(&w->handoff, HANDOFF_NONE, memory_order_relaxed);
+    /* Watched from the start (see watch_set): a waker may take it as soon
+     * as the lock is released. */
+    atomic_store_explicit(&w->handoff, HANDOFF_WATCHING, memory_order_relaxed);
     w->status = 0;
     w->index = -1;
     w->solo = true;
@@ -368,7 +372,7 @@ slot_park(struct chan *ch, bool send, void *elem)
     atomic_store_explicit(&ch->slot, send ? SLOT_SEND : SLOT_RECV, memory_order_relaxed);
     spin_unlock(&ch->lock);
 
-    s->watch = w;
+    watch_set(s, w);
     coro_park(CORO_WAIT_CHAN);
     if (s->watch == w)
         s->watch = NULL;

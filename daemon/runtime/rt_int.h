@@ -82,10 +82,10 @@ own_add(atomic_long *c, long d)
 /* ---- waiters ---------------------------------------------------------- */
 
 enum { WAITER_ARMED = 0, WAITER_CLAIMED = 1, WAITER_DONE = 2 };
-/* The hand-over of a completed waiter whose home thread spins on it (see
- * sched.c, "watch"): NONE -> WATCHING (home) -> TAKEN (waker) or back to
- * NONE (home gives up). Whoever moves it from WATCHING decides who makes
- * the coroutine runnable. */
+/* The hand-over of a completed waiter its home thread watches (see
+ * sched.c, "the watch"): NONE -> WATCHING (home, as the coroutine parks)
+ * -> TAKEN (waker) or back to NONE (home lets it go). Whoever moves it
+ * from WATCHING decides who makes the coroutine runnable. */
 enum { HANDOFF_NONE = 0, HANDOFF_WATCHING = 1, HANDOFF_TAKEN = 2 };
 
 struct waiter {
@@ -255,7 +255,7 @@ struct sched {
     long peak_mark;           /* load at the last peak update (rt_stats.peak) */
     uint64_t id_next, id_end; /* coroutine ids reserved by this thread */
 
-    struct waiter *watch; /* of the coroutine that parked last, while it is parked */
+    struct waiter *watch; /* of the coroutine that parked last, until it runs */
 
     struct heap_ent *heap; /* 4-ary min-heap, offset so siblings share a line */
     void *heap_mem;
@@ -374,9 +374,24 @@ waiter_complete(struct waiter *w, int status, int index)
     } else if (w->home == rt_tl_sched) {
         co->state = CORO_RUNNABLE;
         rq_push_tail(w->home, co);
+        /* Completed here: no other thread can take it any more. */
+        if (w->home->watch == w)
+            w->home->watch = NULL;
     } else {
         waiter_hand_over(w, co);
     }
+}
+
+bool watch_release(struct sched *s);
+
+/* Makes w, whose coroutine is parking, the one this thread watches, and
+ * lets the one watched before go. w->handoff must be WATCHING already. */
+static inline void
+watch_set(struct sched *s, struct waiter *w)
+{
+    if (RT_UNLIKELY(s->watch != NULL) && s->watch != w)
+        watch_release(s);
+    s->watch = w;
 }
 
 /* Arms wt for a wait: its timer is the earlier of timeout_ns (RT_FOREVER:
@@ -414,7 +429,9 @@ wait_park(struct wait *wt, enum coro_wait reason)
     struct sched *s = rt_tl_sched;
 
     if (wt->reg.ctx == NULL && wt->t.when == INT64_MAX && wt->w.co != NULL) {
-        s->watch = &wt->w;
+        /* No waker can have taken it yet: TAKEN needs WATCHING first. */
+        atomic_store_explicit(&wt->w.handoff, HANDOFF_WATCHING, memory_order_relaxed);
+        watch_set(s, &wt->w);
         coro_park(reason);
         if (s->watch == &wt->w)
             s->watch = NULL;

@@ -310,6 +310,33 @@ waiter_hand_over(struct waiter *w, struct coro *co)
     remote_push(w->home, co);
 }
 
+/* The watched waiter was taken by a waker on another thread: its
+ * coroutine is ours to run. */
+static void
+watch_taken(struct sched *s)
+{
+    struct coro *co = s->watch->co;
+    s->watch = NULL;
+    co->state = CORO_RUNNABLE;
+    rq_push_tail(s, co);
+}
+
+/* Stops watching s->watch: from now on its waker pushes it onto the remote
+ * queue (and wakes this thread) instead. Returns true if a waker had taken
+ * it already: it is then in the run queue. */
+bool
+watch_release(struct sched *s)
+{
+    int expect = HANDOFF_WATCHING;
+    if (!atomic_compare_exchange_strong_explicit(&s->watch->handoff, &expect, HANDOFF_NONE,
+                                                 memory_order_acquire, memory_order_acquire)) {
+        watch_taken(s);
+        return true;
+    }
+    s->watch = NULL;
+    return false;
+}
+
 bool
 waiter_fire(struct waiter *w, int status, int index)
 {
@@ -1064,7 +1091,8 @@ wait_park_slow(struct wait *wt, enum coro_wait reason)
     if (w->co != NULL) {
         if (wt->t.when != INT64_MAX)
             timer_add(s, &wt->t);
-        s->watch = w;
+        atomic_store_explicit(&w->handoff, HANDOFF_WATCHING, memory_order_relaxed);
+        watch_set(s, w);
         coro_park(reason);
         if (s->watch == w)
             s->watch = NULL;
@@ -1209,8 +1237,6 @@ spin_for_work(struct sched *s)
     int64_t start = 0, budget = s->spin_ns;
     bool work = false, paid = false;
 
-    if (w != NULL)
-        atomic_store_explicit(&w->handoff, HANDOFF_WATCHING, memory_order_relaxed);
     /* The first iterations go without `pause` (~40 ns here): a hand-off
      * that is already on its way is seen as soon as it lands. */
     for (unsigned i = 1;; i++) {
@@ -1240,16 +1266,11 @@ spin_for_work(struct sched *s)
                 break;
         }
     }
-    if (w != NULL) {
-        int expect = HANDOFF_WATCHING;
-        if (!atomic_compare_exchange_strong_explicit(&w->handoff, &expect, HANDOFF_NONE,
-                                                     memory_order_acquire, memory_order_acquire)) {
-            /* TAKEN: the waker left the coroutine to us. */
-            s->watch = NULL;
-            w->co->state = CORO_RUNNABLE;
-            rq_push_tail(s, w->co);
-            work = paid = true;
-        }
+    /* TAKEN is final: no compare-and-swap needed to act on it. The watch
+     * stays on otherwise, until the thread sleeps (sleep_in_base). */
+    if (w != NULL && atomic_load_explicit(&w->handoff, memory_order_acquire) == HANDOFF_TAKEN) {
+        watch_taken(s);
+        work = paid = true;
     }
     if (paid)
         s->spin_ns = budget * 2 > JOBQ_SCHED_SPIN_NS ? JOBQ_SCHED_SPIN_NS : budget * 2;
@@ -1261,6 +1282,9 @@ spin_for_work(struct sched *s)
 static void
 sleep_in_base(struct sched *s)
 {
+    /* A waker must push and notify while we sleep: stop watching. */
+    if (s->watch != NULL && watch_release(s))
+        return; /* taken meanwhile: run it */
     atomic_store(&s->sleeping, 1);
     /* A spawner that asks for stacks after this store sees us asleep and
      * wakes us; one that asked before is seen here. */
@@ -1320,6 +1344,9 @@ sched_main(void *arg)
             break;
         if (atomic_load_explicit(&s->remote, memory_order_relaxed) != NULL)
             remote_drain(s);
+        if (s->watch != NULL &&
+            atomic_load_explicit(&s->watch->handoff, memory_order_acquire) == HANDOFF_TAKEN)
+            watch_taken(s);
         /* Right after a spin the clock it read is fresh enough: run what
          * it caught without reading it again. */
         if (spun || (s->nheap == 0 && --s->poll_countdown != 0)) {
