@@ -9,8 +9,8 @@
  * A claimed party is completed (published and made runnable) only after
  * the channel lock is released: the moment it completes, its owner may run
  * and free the channel, so the waker must be done with it by then. The
- * exception is the first party of an unbuffered channel, which parks in
- * the channel itself (see "The slot") and is completed under the lock.
+ * first party of an unbuffered channel parks in the channel itself (see
+ * "The slot"), which then lives until that party has run again.
  *
  * Select locks every channel involved in address order (no lock-order
  * deadlock), takes a ready case if there is one (scanning from a random
@@ -47,10 +47,11 @@ struct waitq {
  * stack cost two more lines each way. Later parties queue behind it, so
  * the slot's party is always the oldest of its kind.
  *
- * The waker completes the slot party under the lock; the party, once
- * resumed, waits for the lock to be free, copies its element out and
- * empties the slot with a plain store (a locked exchange there cost a
- * tenth of a same-thread hand-off). Until then the channel must live on,
+ * The waker claims the slot's party under the lock and completes it after
+ * the unlock (waking it is the waker's last touch of the channel); the
+ * party, once resumed, copies its element out and empties the slot with a
+ * plain store (a locked exchange there cost a tenth of a same-thread
+ * hand-off). Until then the channel must live on,
  * though the party's call has in effect completed: a close or a send
  * followed at once by a free is a common and valid pattern. So a
  * chan_free that finds the slot claimed waits for the party to empty it;
@@ -219,46 +220,30 @@ wake(struct sudog *sg, int status)
         waiter_complete(sg->w, status, sg->index);
 }
 
-/* Ends the slot party's wait with status, lock held: the party may run as
- * soon as this returns, on another thread (if its thread watches the
- * slot) or later. Returns the party to push onto its home thread's remote
- * queue after the unlock (a push may write an eventfd), or NULL. */
-static struct coro *
-slot_complete(struct chan *ch, int status)
+/* Claims the slot's party, lock held: nobody else may end its wait or use
+ * the slot now. Its waiter is completed after the unlock, like a queued
+ * party's (slot_wake), so the waker's last touch of the channel is that
+ * completion, before which the party cannot run: once it runs, it owes
+ * the waker nothing and may empty the slot at once. */
+static struct waiter *
+slot_claim(struct chan *ch)
 {
-    struct waiter *w = &ch->sw;
-    struct coro *co = w->co;
-    int expect = HANDOFF_WATCHING;
-
     /* release: a chan_free that sees CLAIMED reads sw.home */
     atomic_store_explicit(&ch->slot, SLOT_CLAIMED, memory_order_release);
-    w->status = status;
-    atomic_store_explicit(&w->fired, WAITER_DONE, memory_order_release);
-    if (w->home == rt_tl_sched) {
-        co->state = CORO_RUNNABLE;
-        rq_push_tail(w->home, co);
-        if (w->home->watch == w)
-            w->home->watch = NULL;
-        return NULL;
-    }
-    if (atomic_load_explicit(&w->handoff, memory_order_relaxed) == HANDOFF_WATCHING &&
-        atomic_compare_exchange_strong_explicit(&w->handoff, &expect, HANDOFF_TAKEN,
-                                                memory_order_acq_rel, memory_order_relaxed))
-        return NULL;
-    return co;
+    return &ch->sw;
 }
 
 static inline void
-slot_push(struct coro *co)
+slot_wake(struct waiter *w, int status)
 {
-    if (co != NULL)
-        remote_push(co->home, co);
+    if (w != NULL)
+        waiter_complete(w, status, -1);
 }
 
 /* The ready half of a send, lock held: 1 done, 0 would block. A party to
  * wake is left in *wk. */
 static int
-try_send(struct chan *ch, const void *elem, int *status, struct sudog **wk, struct coro **slotco)
+try_send(struct chan *ch, const void *elem, int *status, struct sudog **wk, struct waiter **slotw)
 {
     struct sudog *sg;
 
@@ -268,7 +253,7 @@ try_send(struct chan *ch, const void *elem, int *status, struct sudog **wk, stru
     }
     if (atomic_load_explicit(&ch->slot, memory_order_relaxed) == SLOT_RECV) {
         copy(ch, ch->sval, elem);
-        *slotco = slot_complete(ch, 0);
+        *slotw = slot_claim(ch);
         *status = 0;
         return 1;
     }
@@ -290,7 +275,7 @@ try_send(struct chan *ch, const void *elem, int *status, struct sudog **wk, stru
 
 /* The ready half of a receive, lock held. */
 static int
-try_recv(struct chan *ch, void *elem, int *status, struct sudog **wk, struct coro **slotco)
+try_recv(struct chan *ch, void *elem, int *status, struct sudog **wk, struct waiter **slotw)
 {
     struct sudog *sg;
 
@@ -309,7 +294,7 @@ try_recv(struct chan *ch, void *elem, int *status, struct sudog **wk, struct cor
     }
     if (atomic_load_explicit(&ch->slot, memory_order_relaxed) == SLOT_SEND) {
         copy(ch, elem, ch->sval);
-        *slotco = slot_complete(ch, 0);
+        *slotw = slot_claim(ch);
         *status = 0;
         return 1;
     }
@@ -335,19 +320,6 @@ struct chan_wait {
     struct sudog sg;
     struct wait wt;
 } __attribute__((aligned(128)));
-
-/* Waits until nobody holds ch's lock: a slot party's waker may still be
- * about to release it when the party runs again. */
-static inline void
-spin_wait_free(struct spin *l)
-{
-    for (int i = 0; atomic_load_explicit(&l->v, memory_order_acquire); i++) {
-        if (i < 128)
-            rt_cpu_relax();
-        else
-            sched_yield();
-    }
-}
 
 /* Parks the calling coroutine in ch's slot, lock held; returns the wait's
  * status once resumed, with the slot emptied. */
@@ -376,7 +348,6 @@ slot_park(struct chan *ch, bool send, void *elem)
     coro_park(CORO_WAIT_CHAN);
     if (s->watch == w)
         s->watch = NULL;
-    spin_wait_free(&ch->lock);
     rc = w->status;
     if (!send)
         copy(ch, elem, ch->sval); /* the element, or a close's zeroes */
@@ -395,18 +366,18 @@ chan_op(struct chan *ch, bool send, void *elem, struct ctx *ctx, int64_t timeout
     struct chan_wait cw;
     struct sudog *wk = NULL, *sg = &cw.sg;
     struct wait *wt = &cw.wt;
-    struct coro *slotco = NULL;
+    struct waiter *slotw = NULL;
     struct sched *s;
     int status, rc;
 
     if (ch == NULL)
         return -EINVAL;
     spin_lock(&ch->lock);
-    if (send ? try_send(ch, elem, &status, &wk, &slotco)
-             : try_recv(ch, elem, &status, &wk, &slotco)) {
+    if (send ? try_send(ch, elem, &status, &wk, &slotw)
+             : try_recv(ch, elem, &status, &wk, &slotw)) {
         spin_unlock(&ch->lock);
         wake(wk, 0);
-        slot_push(slotco);
+        slot_wake(slotw, 0);
         return status;
     }
     if (timeout_ns == 0) {
@@ -456,7 +427,7 @@ void
 chan_close(struct chan *ch)
 {
     struct sudog *sg, *list = NULL;
-    struct coro *slotco = NULL;
+    struct waiter *slotw = NULL;
 
     spin_lock(&ch->lock);
     if (ch->closed) {
@@ -469,7 +440,7 @@ chan_close(struct chan *ch)
         memset(ch->sval, 0, sizeof(ch->sval));
         /* fall through */
     case SLOT_SEND:
-        slotco = slot_complete(ch, RT_ECLOSED);
+        slotw = slot_claim(ch);
         break;
     default:
         break;
@@ -486,7 +457,7 @@ chan_close(struct chan *ch)
         list = sg;
     }
     spin_unlock(&ch->lock);
-    slot_push(slotco);
+    slot_wake(slotw, RT_ECLOSED);
     while ((sg = list) != NULL) {
         list = sg->next; /* read before the owner can run */
         wake(sg, RT_ECLOSED);
@@ -525,7 +496,7 @@ chan_select(struct chan_case *cases, int n, struct ctx *ctx, int64_t timeout_ns)
     struct sudog sg_buf[SELECT_STACK_CASES];
     struct chan **order = order_buf;
     struct sudog *sgs = sg_buf, *wk = NULL;
-    struct coro *slotco = NULL;
+    struct waiter *slotw = NULL;
     struct wait wt;
     int nlock = 0, start, rc, chosen = -1, status = 0;
 
@@ -560,14 +531,14 @@ chan_select(struct chan_case *cases, int n, struct ctx *ctx, int64_t timeout_ns)
         struct chan_case *cs = &cases[i];
         if (cs->ch == NULL)
             continue;
-        if (cs->op == CHAN_SEND ? try_send(cs->ch, cs->elem, &status, &wk, &slotco)
-                                : try_recv(cs->ch, cs->elem, &status, &wk, &slotco))
+        if (cs->op == CHAN_SEND ? try_send(cs->ch, cs->elem, &status, &wk, &slotw)
+                                : try_recv(cs->ch, cs->elem, &status, &wk, &slotw))
             chosen = i;
     }
     if (chosen >= 0) {
         unlock_all(order, nlock);
         wake(wk, 0);
-        slot_push(slotco);
+        slot_wake(slotw, 0);
         cases[chosen].status = status;
         rc = chosen;
         goto out;
