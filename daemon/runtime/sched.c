@@ -1091,8 +1091,10 @@ wait_park_slow(struct wait *wt, enum coro_wait reason)
     if (w->co != NULL) {
         if (wt->t.when != INT64_MAX)
             timer_add(s, &wt->t);
-        atomic_store_explicit(&w->handoff, HANDOFF_WATCHING, memory_order_relaxed);
-        watch_set(s, w);
+        if (watch_worth(reason)) {
+            atomic_store_explicit(&w->handoff, HANDOFF_WATCHING, memory_order_relaxed);
+            watch_set(s, w);
+        }
         coro_park(reason);
         if (s->watch == w)
             s->watch = NULL;
