@@ -51,12 +51,12 @@ struct waitq {
  * the unlock (waking it is the waker's last touch of the channel); the
  * party, once resumed, copies its element out and empties the slot with a
  * plain store (a locked exchange there cost a tenth of a same-thread
- * hand-off). Until then the channel must live on,
- * though the party's call has in effect completed: a close or a send
- * followed at once by a free is a common and valid pattern. So a
- * chan_free that finds the slot claimed waits for the party to empty it;
- * on the party's own thread, where it cannot run meanwhile, it leaves the
- * freeing to the party instead (SLOT_FREE_PENDING).
+ * hand-off). Until then the channel must live on, though the party's call
+ * has in effect completed: a close or a send followed at once by a free
+ * is a common and valid pattern. So a chan_free that finds the slot
+ * claimed waits for the party to empty it; on the party's own thread,
+ * where it cannot run meanwhile, it leaves the freeing to the party
+ * instead (SLOT_FREE_PENDING).
  */
 #define SLOT_BYTES 16
 enum { SLOT_EMPTY, SLOT_RECV, SLOT_SEND, SLOT_CLAIMED, SLOT_FREE_PENDING };

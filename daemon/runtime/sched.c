@@ -283,15 +283,17 @@ remote_drain(struct sched *s)
 /* ---- waiters ---------------------------------------------------------- */
 
 /*
- * The watch. A thread that runs out of work spins before it sleeps (see
- * spin_for_work); if the coroutine that parked last is still parked, the
- * thread spins on that coroutine's waiter line as well as on its remote
- * queue. A waker on another thread that completes that waiter then only
- * flips `handoff` to TAKEN, in the line it already owns after the claim,
- * and the home thread runs the coroutine as soon as it sees the flip: one
- * cache-line transfer instead of a push onto the remote queue (a CAS on
- * another line), its drain, and the coroutine's own line read back. This
- * is the request-reply case: a coroutine asks another thread and waits.
+ * The watch. A thread watches the waiter of the coroutine that parked
+ * there last (sched.watch), from the park (the parker sets WATCHING)
+ * until the coroutine runs again; it lets the watch go only to sleep in
+ * epoll or to watch a newer waiter (watch_release). A waker on another
+ * thread that completes a watched waiter only flips `handoff` to TAKEN, in
+ * the line it already owns after the claim, and the home thread runs the
+ * coroutine as soon as it sees the flip, in its spin (spin_for_work) or at
+ * the top of its loop: one cache-line transfer instead of a push onto the
+ * remote queue (a CAS on another line), its drain, and the coroutine's own
+ * line read back. This is the request-reply case: a coroutine asks
+ * another thread and waits.
  * A coroutine parked in an unbuffered channel's slot (chan.c) has its
  * waiter in the channel's first line, next to the lock and the element:
  * the whole hand-off is then that one line, to the waker and back.
